@@ -1,0 +1,1 @@
+"""Pure functions for the difficulty maths: numpy/torch in, arrays out, no Lightning."""
