@@ -1,0 +1,53 @@
+"""The contract between difficulty callbacks and :class:`DifficultyReport`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+Columns = dict[str, dict[str, np.ndarray]]
+"""``split -> column name -> (N,) array`` keyed by dataset index."""
+
+
+def split_name(dataloader_idx: int) -> str:
+    """``"val"`` for the first validation dataloader, ``"val_<i>"`` for the others."""
+    return "val" if dataloader_idx == 0 else f"val_{dataloader_idx}"
+
+
+def default_run_dir(trainer: pl.Trainer) -> Path:
+    """``<trainer.log_dir>/difficulty`` (the same path on every rank)."""
+    root = trainer.log_dir or trainer.default_root_dir
+    return Path(root) / "difficulty"
+
+
+class DifficultyCallback(Callback):
+    """A callback that contributes per-sample columns to the difficulty table.
+
+    Subclasses compute at fit end in :meth:`compute` (idempotent; called on every rank because it
+    may run collective operations) and expose results through :meth:`columns` and :meth:`summary`.
+    """
+
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Finish the computation (idempotent). Default: nothing to do."""
+
+    def columns(self) -> Columns:
+        """Per-sample columns for every split this callback knows."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Scalars for ``summary.json``."""
+        return {}
+
+    def pass_layers(self) -> dict[str, Any]:
+        """Layers (name -> reduction) this callback needs captured in the fit-end evaluation pass."""
+        return {}
+
+    def needs_pass_inputs(self) -> bool:
+        """Whether the fit-end evaluation pass must keep the raw inputs."""
+        return False

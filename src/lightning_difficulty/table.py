@@ -1,0 +1,60 @@
+"""The per-sample table: one row per (split, index)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lightning_difficulty.io import atomic_path
+
+LEADING_COLUMNS = ("split", "index", "label", "prediction", "correct")
+
+
+def build_table(columns: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFrame:
+    """Stack ``split -> column -> (N,) array`` into one frame with ``split`` and ``index`` first.
+
+    Example::
+
+        >>> t = build_table({"val": {"confusion": np.array([0.1, 0.7])}})
+        >>> t[["split", "index", "confusion"]].values.tolist()
+        [['val', 0, 0.1], ['val', 1, 0.7]]
+    """
+    frames = []
+    for split, cols in columns.items():
+        sizes = {name: len(values) for name, values in cols.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"Columns of split {split!r} have different lengths: {sizes}.")
+        n = next(iter(sizes.values()), 0)
+        frame = pd.DataFrame({"split": split, "index": np.arange(n, dtype=np.int64)})
+        for name, values in cols.items():
+            frame[name] = np.asarray(values)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["split", "index"])
+    ordered = [c for c in LEADING_COLUMNS if c in table.columns]
+    return table[ordered + [c for c in table.columns if c not in ordered]]
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``scores.parquet`` atomically."""
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+    return Path(path)
+
+
+def read_scores(run_dir: str | Path) -> pd.DataFrame:
+    """Read a run's ``scores.parquet`` (``run_dir`` may be the file itself).
+
+    Example::
+
+        table = read_scores("runs/demo/difficulty")
+        table[table.split == "val"].nlargest(10, "confusion")
+    """
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "scores.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"No scores table at {path}. Pass the run's difficulty directory (with scores.parquet).")
+    return pd.read_parquet(path)
