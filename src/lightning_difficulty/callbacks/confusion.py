@@ -157,7 +157,7 @@ class ConfusionScore(DifficultyCallback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if "train" in self.splits:
-            self._close(trainer, "train", batch, trainer.current_epoch, "training step")
+            self._close(trainer, "train", batch, "training step")
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -188,8 +188,7 @@ class ConfusionScore(DifficultyCallback):
         dataloader_idx: int = 0,
     ) -> None:
         if "val" in self.splits and not trainer.sanity_checking:
-            split = split_name(dataloader_idx)
-            self._close(trainer, split, batch, self._val_epoch(split), "validation step", dataloader_idx)
+            self._close(trainer, split_name(dataloader_idx), batch, "validation step", dataloader_idx)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -205,9 +204,7 @@ class ConfusionScore(DifficultyCallback):
         self._batch_index = parsed.index
         self._tap.open(batch_size=int(parsed.index.shape[0]))
 
-    def _close(
-        self, trainer: pl.Trainer, split: str, batch: Any, epoch: int, where: str, dataloader_idx: int = 0
-    ) -> None:
+    def _close(self, trainer: pl.Trainer, split: str, batch: Any, where: str, dataloader_idx: int = 0) -> None:
         logits = self._tap.close()
         parsed = unpack_batch(batch, self.batch_keys)
         if logits is None:
@@ -216,16 +213,9 @@ class ConfusionScore(DifficultyCallback):
         index = parsed.index.to(state.device)
         if state.open_epoch is None:
             self._check_index_range(split, index, state.num_samples)
-            state.open_epoch = epoch
+            # validation runs are numbered 0, 1, ... (several may fall in one training epoch)
+            state.open_epoch = trainer.current_epoch if split == "train" else max(state.epoch_means, default=-1) + 1
         state.add(index, logits.to(state.device), parsed.target)
-
-    def _val_epoch(self, split: str) -> int:
-        state = self._states.get(split)
-        if state is None:
-            return 0
-        if state.open_epoch is not None:
-            return state.open_epoch
-        return max(state.epoch_means, default=-1) + 1
 
     @staticmethod
     def _check_index_range(split: str, index: Tensor, num_samples: int) -> None:

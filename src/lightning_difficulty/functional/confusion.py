@@ -32,7 +32,7 @@ def softmax_entropy(logits: Tensor) -> Tensor:
 
 
 def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Shannon entropy in nats of probability vectors along ``axis`` (``0 log 0 = 0``).
+    """Shannon entropy in nats of probability vectors along ``axis`` (``0 log 0 = 0``; NaN stays NaN).
 
     Example::
 
@@ -41,7 +41,7 @@ def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
     """
     p = np.asarray(probs, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), np.where(np.isnan(p), np.nan, 0.0))
     return terms.sum(axis=axis)
 
 

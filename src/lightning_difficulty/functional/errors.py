@@ -67,8 +67,8 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 
 OovScorer: TypeAlias = Callable[[NDArray[np.int64], NDArray[np.int64]], ArrayLike]
-"""``scorer(indices, predictions) -> (len(indices),) bool``: True where sample ``indices[i]`` is a fine-grained
-out-of-vocabulary error given its prediction ``predictions[i]``."""
+"""``scorer(indices, predictions) -> (len(indices),) bool``: True where sample ``indices[i]`` is a
+fine-grained out-of-vocabulary error given its prediction ``predictions[i]``."""
 
 _CATEGORY_DTYPE = f"<U{max(len(name) for name in ERROR_CATEGORIES)}"
 _INDEX_KEY = re.compile(r"^\d+$")
@@ -87,7 +87,7 @@ def classify_errors(
 ) -> NDArray[np.str_]:
     """Error category of every sample, the first that applies in the order of ``ERROR_CATEGORIES``.
 
-    With ``V(n)`` = {dataset label} ∪ {c : ``valid_labels[n, c]``} and ``p`` the prediction, a sample with
+    With ``V(n)`` = {dataset label} + {c : ``valid_labels[n, c]``} and ``p`` the prediction, a sample with
     ``p != label`` is
 
     * ``ambiguous`` if ``p`` is in ``V(n)``;
@@ -114,8 +114,9 @@ def classify_errors(
             leak: a sample's own pairs only involve its valid labels, and a prediction among those is
             already ``ambiguous``.
         cooccurrence_threshold: a count/rate pair is common when ``>=`` this. The default 2 follows the
-            reference code (a pair seen together at least twice); use a share with
-            :func:`cooccurrence_rates`. Ignored for a bool matrix.
+            reference code (a pair seen together at least twice, among ImageNet's 1000 classes). With few
+            classes almost every pair reaches 2 (32 of the 45 CIFAR-10 pairs in CIFAR-10H's 10% valid
+            labels), so pass :func:`cooccurrence_rates` with a share instead. Ignored for a bool matrix.
         non_prototypical: sample indices, or an ``(N,)`` bool mask, of non-prototypical samples.
 
     Returns:
@@ -144,8 +145,8 @@ def classify_errors(
     categories[~pending] = "correct"
     rows = np.arange(num_samples)
 
-    def settle(hit: NDArray[np.bool_], category: str) -> None:
-        hit = pending & hit
+    def settle(candidates: ArrayLike, category: str) -> None:
+        hit = pending & np.asarray(candidates, dtype=bool)
         categories[hit] = category
         pending[hit] = False
 
@@ -357,7 +358,8 @@ def error_category_summary(
     groups = np.asarray(by)
     if groups.shape != names.shape:
         raise ValueError(
-            f"Expected argument `by` to have the same shape as `categories` {names.shape}, but got {groups.shape}."
+            f"Expected argument `by` to have the same shape as `categories` {names.shape}, "
+            f"but got {groups.shape}."
         )
     return {str(group): _category_counts(names[groups == group]) for group in np.unique(groups)}
 
@@ -471,8 +473,8 @@ def _common_pairs(cooccurrence: ArrayLike, threshold: float, num_classes: int) -
     matrix = np.asarray(cooccurrence)
     if matrix.shape != (num_classes, num_classes) or matrix.dtype.kind not in "biuf":
         raise ValueError(
-            f"Expected argument `cooccurrence` to be a numeric ({num_classes}, {num_classes}) matrix, but got "
-            f"shape {matrix.shape} and dtype {matrix.dtype}."
+            f"Expected argument `cooccurrence` to be a numeric ({num_classes}, {num_classes}) matrix, "
+            f"but got shape {matrix.shape} and dtype {matrix.dtype}."
         )
     if matrix.dtype == np.bool_:
         return matrix
@@ -544,10 +546,9 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int | None) -> 
 def _resolve_class_key(key: object, index_of: dict[str, int], num_classes: int) -> int | None:
     if isinstance(key, str) and key in index_of:
         return index_of[key]
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        index = int(key)
-    elif isinstance(key, str) and _INDEX_KEY.match(key):
-        index = int(key)
-    else:
+    is_int = isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+    is_digits = isinstance(key, str) and _INDEX_KEY.match(key) is not None
+    if not (is_int or is_digits):
         return None
+    index = int(str(key))
     return index if 0 <= index < num_classes else None

@@ -156,8 +156,8 @@ def human_difficulty(counts: ArrayLike, labels: ArrayLike) -> NDArray[np.float64
 
     Example::
 
-        >>> human_difficulty([[8, 2, 0], [0, 5, 5]], [0, 2]).tolist()
-        [0.2, 0.5]
+        >>> human_difficulty([[3, 1, 0], [0, 2, 2]], [0, 2]).tolist()
+        [0.25, 0.5]
     """
     probs = _human_probabilities(counts)
     label_array = _check_labels(labels, probs.shape[0], probs.shape[1], "labels")
@@ -197,8 +197,8 @@ def human_max_disagreement(counts: ArrayLike) -> NDArray[np.float64]:
 
     Example::
 
-        >>> human_max_disagreement([[8, 2, 0], [0, 5, 5]]).tolist()
-        [0.2, 0.5]
+        >>> human_max_disagreement([[3, 1, 0], [0, 2, 2]]).tolist()
+        [0.25, 0.5]
     """
     return 1.0 - _human_probabilities(counts).max(axis=1)
 
@@ -433,8 +433,8 @@ def _choose_npz_key(path: Path, found: list[str], key: str | None) -> str:
     if not named and len(found) == 1:
         return found[0]
     raise ValueError(
-        f"Cannot choose the annotations in {str(path)!r}: it holds keys {found}. Store them under 'counts' or "
-        "'labels', or pass `key`."
+        f"Cannot choose the annotations in {str(path)!r}: it holds keys {found}. "
+        "Store them under 'counts' or 'labels', or pass `key`."
     )
 
 

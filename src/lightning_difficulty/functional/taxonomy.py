@@ -1,4 +1,4 @@
-"""DifficultyEyes taxonomy (Meng et al., Table 1): human, data and model difficulty binarised, plus correctness.
+"""DifficultyEyes taxonomy (Meng et al., Table 1): three binarised difficulty perspectives plus correctness.
 
 Each perspective is split into low/high with a strict ``score > threshold``:
 
@@ -150,7 +150,8 @@ def difficulty_pattern(
 
     Example::
 
-        >>> difficulty_pattern([False, True, True], [True, True, False], [False, False, True], [True, False, True])
+        >>> human, data = [False, True, True], [True, True, False]
+        >>> difficulty_pattern(human, data, [False, False, True], [True, False, True])
         array(['2a', '5b', '6'], dtype='<U2')
     """
     human = _as_flags(human_high, "human_high")
@@ -204,7 +205,8 @@ def binarise_perspectives(
     """
     if model_perspective not in _MODEL_PERSPECTIVES:
         raise ValueError(
-            f"Expected argument `model_perspective` to be one of {_MODEL_PERSPECTIVES}, but got {model_perspective!r}."
+            f"Expected argument `model_perspective` to be one of {_MODEL_PERSPECTIVES}, "
+            f"but got {model_perspective!r}."
         )
     chosen = thresholds if thresholds is not None else TaxonomyThresholds()
     human = _as_scores(human_difficulty, "human_difficulty", upper=1.0)
@@ -270,8 +272,8 @@ def pattern_summary(patterns: ArrayLike, correct: ArrayLike) -> dict[str, dict[s
     right = _as_flags(correct, "correct")
     if ids.ndim != 1 or right.shape != ids.shape:
         raise ValueError(
-            f"Expected arguments `patterns` and `correct` to be 1-D of one length, but got shapes {ids.shape} "
-            f"and {right.shape}."
+            "Expected arguments `patterns` and `correct` to be 1-D of one length, "
+            f"but got shapes {ids.shape} and {right.shape}."
         )
     unknown = sorted(set(ids.tolist()) - set(PATTERN_IDS))
     if unknown:
@@ -296,8 +298,8 @@ def _check_threshold(value: object, name: str) -> None:
     if isinstance(value, str):
         if not _is_quantile_string(value):
             raise ValueError(
-                f"Expected threshold `{name}` to be a float or a quantile string like 'q0.8' (q followed by a "
-                f"number in [0, 1]), but got {value!r}."
+                f"Expected threshold `{name}` to be a float or a quantile string like 'q0.8' "
+                f"(q followed by a number in [0, 1]), but got {value!r}."
             )
         return
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -339,6 +341,7 @@ def _as_scores(values: ArrayLike, name: str, *, upper: float) -> NDArray[np.floa
         )
     if array.size and (array.min() < 0 or array.max() > upper):
         raise ValueError(
-            f"Expected argument `{name}` to lie in [0, {upper}], but got values in [{array.min()}, {array.max()}]."
+            f"Expected argument `{name}` to lie in [0, {upper}], "
+            f"but got values in [{array.min()}, {array.max()}]."
         )
     return array

@@ -46,21 +46,27 @@ def _channels_first(array: np.ndarray) -> np.ndarray:
     )
 
 
-def _unit_range(array: np.ndarray) -> np.ndarray:
+def _outside_unit_range(array: np.ndarray) -> bool:
+    if array.dtype == np.uint8 or array.size == 0:
+        return False
+    return bool(array.min() < 0 or array.max() > 1)
+
+
+def _unit_range(array: np.ndarray, scale_each: bool) -> np.ndarray:
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     values = array.astype(np.float64)
     if not np.all(np.isfinite(values)):
         raise ValueError("Expected argument `inputs` to hold finite values, but it contains NaN or inf.")
-    if values.size == 0 or (values.min() >= 0.0 and values.max() <= 1.0):
-        return values.astype(np.float32)
+    if values.size == 0 or not scale_each:
+        return np.clip(values, 0.0, 1.0).astype(np.float32)
     low = values.min(axis=(1, 2, 3), keepdims=True)
     span = values.max(axis=(1, 2, 3), keepdims=True) - low
     scaled = np.divide(values - low, span, out=np.zeros_like(values), where=span > 0)
     return scaled.astype(np.float32)
 
 
-def to_display_images(inputs: ImageLike) -> np.ndarray:
+def to_display_images(inputs: ImageLike, *, scale_each: bool | None = None) -> np.ndarray:
     """Turn a batch of images into float32 RGB of shape (N, 3, H, W) with values in [0, 1].
 
     Layouts: (N, C, H, W) is assumed when dimension 1 has 1 or 3 entries, otherwise (N, H, W, C)
@@ -71,6 +77,10 @@ def to_display_images(inputs: ImageLike) -> np.ndarray:
 
     Args:
         inputs: a numpy array or torch tensor of images.
+        scale_each: force (``True``) or skip (``False``, values are then clipped to [0, 1]) the
+            per-image min-max scaling of non-``uint8`` input; by default it is applied exactly
+            when some value lies outside [0, 1]. Pass the decision for the whole set when
+            converting it chunk by chunk.
 
     Returns:
         float32 array of shape (N, 3, H, W) in [0, 1].
@@ -83,7 +93,7 @@ def to_display_images(inputs: ImageLike) -> np.ndarray:
     array = _channels_first(_to_numpy(inputs))
     if array.dtype == np.bool_:
         array = array.astype(np.float32)
-    display = _unit_range(array)
+    display = _unit_range(array, _outside_unit_range(array) if scale_each is None else scale_each)
     if display.shape[1] == 1:
         display = np.repeat(display, 3, axis=1)
     return np.ascontiguousarray(display, dtype=np.float32)

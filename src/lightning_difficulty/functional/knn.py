@@ -1,0 +1,353 @@
+"""k-nearest-neighbour probes: faiss indexes, leave-one-out search, majority vote, disagreement.
+
+These are the building blocks of prediction depth (Baldock et al. 2021) and kDN (Smith et al. 2014).
+Distances are Euclidean. Reference sets may be large float16 ``np.memmap`` arrays: they are read and
+converted to float32 one chunk at a time, never as a whole.
+
+Exact search on CPU goes through faiss ``IndexFlatL2`` (BLAS matrix products); on this project's
+benchmark it was faster than a chunked ``torch.addmm`` + ``torch.topk`` (see ``benchmarks/probes.py``).
+Its float32 ``|q|^2 + |r|^2 - 2 q.r`` distances can swap neighbours whose distances differ by
+rounding only, so :func:`knn_search` asks faiss for a few extra candidates and re-ranks them with
+distances computed directly in float64. Votes then match scikit-learn's brute force except at exact
+distance ties.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, TypeAlias
+
+import faiss
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["build_index", "knn_search", "knn_vote", "neighbour_disagreement"]
+
+IndexKind: TypeAlias = Literal["flat", "ivf", "hnsw"]
+_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+_REFINE_MARGIN = 8  # extra exact-index candidates re-ranked in float64
+_REFINE_ROWS = 1024  # queries per float64 re-ranking block (bounds its memory)
+_TRAIN_POINTS_PER_LIST = 40  # faiss asks for >= 39 training points per IVF list
+_VOTE_CELLS = 1 << 22  # max (queries x classes) counts held at once by knn_vote
+
+
+def build_index(
+    reference: ArrayLike,
+    *,
+    kind: IndexKind = "flat",
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    use_gpu: bool | Literal["auto"] = "auto",
+    chunk_size: int = 65536,
+    seed: int = 0,
+) -> faiss.Index:
+    """Build a faiss L2 index over the rows of ``reference``.
+
+    Args:
+        reference: ``(N, d)`` array (may be a float16 ``np.memmap``); added in float32 chunks.
+        kind: ``"flat"`` (exact, default), ``"ivf"`` (``IndexIVFFlat``) or ``"hnsw"`` (``IndexHNSWFlat``).
+        nlist: IVF lists; default ``round(4 * sqrt(N))``, capped so that every list gets about 40
+            training points.
+        nprobe: IVF lists visited per query; default ``ceil(nlist / 100)`` (at least 1). k-NN votes are
+            robust to a few missed neighbours, so a small share of the lists keeps votes (and prediction
+            depth) almost always equal to exact search; raise it for higher neighbour recall.
+        hnsw_m: HNSW graph degree.
+        ef_search: HNSW search breadth (faiss uses at least ``k``).
+        use_gpu: ``"auto"`` moves the index to all GPUs when faiss sees any, ``False`` keeps it on CPU,
+            ``True`` requires a GPU. HNSW always stays on CPU (faiss has no GPU HNSW).
+        chunk_size: rows converted to float32 and added per step.
+        seed: seed of the IVF training sample and k-means.
+
+    Returns:
+        A faiss index ready for :func:`knn_search`.
+
+    Example::
+
+        >>> index = build_index(np.eye(3, dtype=np.float32), use_gpu=False)
+        >>> index.ntotal, index.d
+        (3, 3)
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"Expected argument `kind` to be one of {_KINDS}, but got {kind!r}.")
+    data = _as_matrix(reference, "reference")
+    _check_positive_int(chunk_size, "chunk_size")
+    on_gpu = _resolve_gpu(use_gpu, kind)
+    n, d = data.shape
+    if kind == "flat":
+        index: faiss.Index = faiss.IndexFlatL2(d)
+    elif kind == "ivf":
+        index = _train_ivf(data, nlist=nlist, nprobe=nprobe, seed=seed)
+    else:
+        _check_positive_int(hnsw_m, "hnsw_m")
+        _check_positive_int(ef_search, "ef_search")
+        index = faiss.IndexHNSWFlat(d, hnsw_m)
+        index.hnsw.efSearch = ef_search
+    for start in range(0, n, chunk_size):
+        index.add(_float32_rows(data, start, start + chunk_size))
+    if on_gpu:
+        index = faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def knn_search(
+    index_or_reference: faiss.Index | ArrayLike,
+    queries: ArrayLike,
+    k: int,
+    *,
+    exclude_self: bool = False,
+    query_ids: ArrayLike | None = None,
+    batch_size: int = 4096,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The ``k`` nearest reference rows of every query, nearest first.
+
+    Args:
+        index_or_reference: an index from :func:`build_index`, or an ``(N, d)`` array for which an exact
+            (``"flat"``) index is built.
+        queries: ``(Nq, d)`` array (may be a float16 ``np.memmap``); searched ``batch_size`` rows at a time.
+        k: number of neighbours.
+        exclude_self: leave-one-out. The queries are members of the reference set with ids ``query_ids``;
+            each query's own id is removed from its neighbours (``k + 1`` are searched). Exact
+            duplicates of the query stored under other ids stay neighbours. If an approximate index
+            does not return the query itself, the farthest of the ``k + 1`` is dropped instead.
+        query_ids: ``(Nq,)`` reference ids of the queries; default ``arange(Nq)``. Only with
+            ``exclude_self``.
+        batch_size: queries per search call.
+
+    Returns:
+        ``(distances, indices)``: float32 Euclidean distances and int64 reference ids, both ``(Nq, k)``.
+
+    Example::
+
+        >>> reference = np.array([[0.0], [1.0], [3.0]], dtype=np.float32)
+        >>> dist, ids = knn_search(reference, reference, 1, exclude_self=True)
+        >>> ids[:, 0].tolist(), dist[:, 0].tolist()
+        ([1, 0, 1], [1.0, 1.0, 2.0])
+    """
+    index = (
+        index_or_reference if isinstance(index_or_reference, faiss.Index) else build_index(index_or_reference)
+    )
+    data = _as_matrix(queries, "queries")
+    if data.shape[1] != index.d:
+        raise ValueError(
+            f"Expected `queries` with {index.d} columns (the index dimension), but got shape {data.shape}."
+        )
+    _check_positive_int(batch_size, "batch_size")
+    own_ids = _resolve_query_ids(query_ids, data.shape[0], index.ntotal, exclude_self)
+    _check_k(k, index.ntotal, exclude_self)
+    storage = _flat_storage(index)
+    extra = int(exclude_self) + (_REFINE_MARGIN if storage is not None else 0)
+    k_search = min(k + extra, index.ntotal)
+    distances = np.empty((data.shape[0], k), dtype=np.float32)
+    indices = np.empty((data.shape[0], k), dtype=np.int64)
+    for start in range(0, data.shape[0], batch_size):
+        block = _float32_rows(data, start, start + batch_size)
+        sq_dist, ids = index.search(block, k_search)
+        if storage is not None:
+            sq_dist, ids = _rerank_exact(block, storage, ids)
+        if own_ids is not None:
+            sq_dist, ids = _drop_self(sq_dist, ids, own_ids[start : start + batch_size])
+        stop = start + block.shape[0]
+        distances[start:stop] = np.sqrt(np.maximum(sq_dist[:, :k], 0.0))
+        indices[start:stop] = ids[:, :k]
+    if (indices < 0).any():
+        raise ValueError(
+            f"The index returned fewer than k={k} neighbours for some queries; raise `nprobe` (IVF) or "
+            "`ef_search` (HNSW) in `build_index`."
+        )
+    return distances, indices
+
+
+def knn_vote(neighbour_labels: ArrayLike, num_classes: int) -> NDArray[np.int64]:
+    """Majority vote of each row of neighbour labels; ties go to the smallest class index.
+
+    This matches scikit-learn's ``KNeighborsClassifier(weights="uniform")``.
+
+    Args:
+        neighbour_labels: ``(Nq, k)`` integer labels in ``[0, num_classes)``.
+        num_classes: number of classes ``C``.
+
+    Returns:
+        ``(Nq,)`` int64 winning class per query.
+
+    Example::
+
+        >>> knn_vote(np.array([[2, 1, 1, 2], [0, 3, 3, 0]]), 4).tolist()  # 2-2 ties
+        [1, 0]
+    """
+    _check_positive_int(num_classes, "num_classes")
+    labels = _as_label_matrix(neighbour_labels, "neighbour_labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"Expected `neighbour_labels` in [0, {num_classes - 1}] (num_classes={num_classes}), but got "
+            f"values in [{labels.min()}, {labels.max()}]."
+        )
+    votes = np.empty(labels.shape[0], dtype=np.int64)
+    rows_per_block = max(1, _VOTE_CELLS // num_classes)
+    for start in range(0, labels.shape[0], rows_per_block):
+        block = labels[start : start + rows_per_block]
+        offsets = np.arange(block.shape[0], dtype=np.int64)[:, None] * num_classes
+        counts = np.bincount((block + offsets).ravel(), minlength=block.shape[0] * num_classes)
+        votes[start : start + block.shape[0]] = counts.reshape(-1, num_classes).argmax(axis=1)
+    return votes
+
+
+def neighbour_disagreement(neighbour_labels: ArrayLike, query_classes: ArrayLike) -> NDArray[np.float64]:
+    """Share of each query's neighbours whose label differs from the query's class.
+
+    With the true labels and neighbours found leave-one-out in input space this is kDN
+    (Smith et al. 2014); with the model's prediction in a layer's embedding space it is
+    DifficultyEyes' layer-wise kDN. One score per query in ``[0, 1]``; higher = harder.
+
+    Args:
+        neighbour_labels: ``(Nq, k)`` integer labels of the neighbours.
+        query_classes: ``(Nq,)`` integer class of each query.
+
+    Returns:
+        ``(Nq,)`` float64 disagreement share.
+
+    Example::
+
+        >>> neighbour_disagreement(np.array([[0, 1, 1, 1], [2, 2, 2, 2]]), np.array([1, 2])).tolist()
+        [0.25, 0.0]
+    """
+    labels = _as_label_matrix(neighbour_labels, "neighbour_labels")
+    classes = np.asarray(query_classes)
+    if classes.shape != (labels.shape[0],):
+        raise ValueError(
+            f"Expected `query_classes` of shape ({labels.shape[0]},) to match `neighbour_labels` "
+            f"{labels.shape}, but got shape {classes.shape}."
+        )
+    return (labels != classes[:, None]).mean(axis=1)
+
+
+def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed: int) -> faiss.Index:
+    """An empty ``IndexIVFFlat`` trained on a random sample of ``data``."""
+    n, d = data.shape
+    if nlist is None:
+        nlist = max(1, min(round(4 * math.sqrt(n)), n // _TRAIN_POINTS_PER_LIST))
+    _check_positive_int(nlist, "nlist")
+    if nlist > n:
+        raise ValueError(f"Expected argument `nlist` <= the {n} reference rows, but got {nlist}.")
+    if nprobe is None:
+        nprobe = max(1, math.ceil(nlist / 100))
+    _check_positive_int(nprobe, "nprobe")
+    index = faiss.index_factory(d, f"IVF{nlist},Flat")
+    index.cp.seed = seed
+    n_train = min(n, nlist * _TRAIN_POINTS_PER_LIST)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
+    index.train(np.ascontiguousarray(data[rows], dtype=np.float32))
+    index.nprobe = min(nprobe, nlist)
+    return index
+
+
+def _resolve_gpu(use_gpu: bool | Literal["auto"], kind: str) -> bool:
+    if use_gpu not in ("auto", True, False):
+        raise ValueError(f"Expected argument `use_gpu` to be True, False or 'auto', but got {use_gpu!r}.")
+    has_gpu = faiss.get_num_gpus() > 0
+    if use_gpu is True and not has_gpu:
+        raise RuntimeError("`use_gpu=True` but faiss sees no GPU; install faiss-gpu or pass use_gpu='auto'.")
+    if use_gpu is True and kind == "hnsw":
+        raise ValueError("`use_gpu=True` is not available for kind='hnsw' (faiss has no GPU HNSW).")
+    return has_gpu and use_gpu is not False and kind != "hnsw"
+
+
+def _flat_storage(index: faiss.Index) -> np.ndarray | None:
+    """Zero-copy ``(N, d)`` float32 view of a CPU exact index's vectors, else None."""
+    if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_L2 or index.ntotal == 0:
+        return None
+    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+
+def _rerank_exact(queries: np.ndarray, storage: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 squared distances of the candidate ``ids``; rows sorted by (distance, id)."""
+    sq_dist = np.empty(ids.shape, dtype=np.float64)
+    for start in range(0, ids.shape[0], _REFINE_ROWS):
+        block_ids = ids[start : start + _REFINE_ROWS]
+        diff = storage[block_ids].astype(np.float64) - queries[start : start + _REFINE_ROWS, None, :]
+        sq_dist[start : start + block_ids.shape[0]] = np.einsum("qkd,qkd->qk", diff, diff)
+    order = np.lexsort((ids, sq_dist), axis=1)
+    return np.take_along_axis(sq_dist, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def _drop_self(sq_dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own id (first match), or its last entry when the id is absent."""
+    is_self = ids == own_ids[:, None]
+    first = np.where(is_self.any(axis=1), is_self.argmax(axis=1), ids.shape[1] - 1)
+    keep = np.ones(ids.shape, dtype=bool)
+    keep[np.arange(ids.shape[0]), first] = False
+    width = ids.shape[1] - 1
+    return sq_dist[keep].reshape(-1, width), ids[keep].reshape(-1, width)
+
+
+def _resolve_query_ids(
+    query_ids: ArrayLike | None, n_queries: int, n_reference: int, exclude_self: bool
+) -> np.ndarray | None:
+    if not exclude_self:
+        if query_ids is not None:
+            raise ValueError(
+                "Argument `query_ids` is only used with `exclude_self=True`; pass both or neither."
+            )
+        return None
+    if query_ids is None:
+        if n_queries > n_reference:
+            raise ValueError(
+                f"With `exclude_self=True` and no `query_ids`, the {n_queries} queries must be the first "
+                f"rows of the reference set, but it has only {n_reference} rows; pass `query_ids`."
+            )
+        return np.arange(n_queries, dtype=np.int64)
+    ids = np.asarray(query_ids)
+    if ids.shape != (n_queries,) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(
+            f"Expected `query_ids` to be {n_queries} integers (one per query), but got shape {ids.shape} "
+            f"and dtype {ids.dtype}."
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= n_reference):
+        raise ValueError(
+            f"Expected `query_ids` in [0, {n_reference - 1}] (reference rows), but got values in "
+            f"[{ids.min()}, {ids.max()}]."
+        )
+    return ids.astype(np.int64)
+
+
+def _check_k(k: int, n_reference: int, exclude_self: bool) -> None:
+    _check_positive_int(k, "k")
+    available = n_reference - int(exclude_self)
+    if k > available:
+        detail = " with leave-one-out (exclude_self=True)" if exclude_self else ""
+        raise ValueError(
+            f"Expected argument `k` <= {available}, the neighbours available among {n_reference} reference "
+            f"rows{detail}, but got {k}."
+        )
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value!r}.")
+
+
+def _as_matrix(array: ArrayLike, name: str) -> np.ndarray:
+    """A 2-D numeric array; memmaps and float16 stay as they are (converted chunk by chunk later)."""
+    data = array if isinstance(array, np.ndarray) else np.asarray(array)
+    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
+        raise ValueError(
+            f"Expected `{name}` of shape (rows, dims) with rows, dims >= 1, but got shape {data.shape}."
+        )
+    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
+        raise ValueError(f"Expected `{name}` to hold numbers, but got dtype {data.dtype}.")
+    return data
+
+
+def _as_label_matrix(array: ArrayLike, name: str) -> np.ndarray:
+    labels = np.asarray(array)
+    if labels.ndim != 2 or labels.shape[1] == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"Expected `{name}` to be an integer array of shape (queries, k) with k >= 1, but got shape "
+            f"{labels.shape} and dtype {labels.dtype}."
+        )
+    return labels.astype(np.int64, copy=False)
+
+
+def _float32_rows(data: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return np.ascontiguousarray(data[start:stop], dtype=np.float32)
