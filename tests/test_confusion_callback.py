@@ -34,7 +34,7 @@ def _reference_scores(kept: list[tuple[int, np.ndarray, np.ndarray]], n: int) ->
     for epoch, index, logits in kept:
         p = softmax(logits.astype(np.float64), axis=1)
         probs.setdefault(epoch, np.full((n, logits.shape[1]), np.nan))[index] = p
-        for i, h in zip(index, scipy_entropy(p, axis=1)):
+        for i, h in zip(index, scipy_entropy(p, axis=1), strict=True):
             per_epoch.setdefault(epoch, {})[int(i)] = float(h)
     totals, counts = np.zeros(n), np.zeros(n)
     for values in per_epoch.values():

@@ -18,9 +18,7 @@ def _continuous(n: int, dim: int, seed: int, offset: float = 0.0) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal((n, dim)) + offset).astype(np.float32)
 
 
-def _clustered(
-    n: int, *, num_classes: int = 6, dim: int = 12, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def _clustered(n: int, *, num_classes: int = 6, dim: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Overlapping Gaussian class clusters, so votes near the borders are not trivial."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, n)
@@ -31,9 +29,7 @@ def _clustered(
 def test_neighbours_and_distances_match_sklearn_brute() -> None:
     reference, queries = _continuous(800, 8, seed=1), _continuous(150, 8, seed=2)
     distances, indices = knn_search(reference, queries, 7)
-    expected_dist, expected_idx = (
-        NearestNeighbors(n_neighbors=7, algorithm="brute").fit(reference).kneighbors(queries)
-    )
+    expected_dist, expected_idx = NearestNeighbors(n_neighbors=7, algorithm="brute").fit(reference).kneighbors(queries)
     assert distances.dtype == np.float32 and indices.dtype == np.int64
     np.testing.assert_array_equal(indices, expected_idx)
     np.testing.assert_allclose(distances, expected_dist, rtol=1e-5)
@@ -61,9 +57,7 @@ def test_votes_match_sklearn_classifier() -> None:
 def test_leave_one_out_matches_sklearn_kneighbors_without_x() -> None:
     reference = _continuous(600, 6, seed=7)
     distances, indices = knn_search(reference, reference, 5, exclude_self=True)
-    expected_dist, expected_idx = (
-        NearestNeighbors(n_neighbors=5, algorithm="brute").fit(reference).kneighbors()
-    )
+    expected_dist, expected_idx = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(reference).kneighbors()
     np.testing.assert_array_equal(indices, expected_idx)
     np.testing.assert_allclose(distances, expected_dist, rtol=1e-5)
 
@@ -86,9 +80,7 @@ def test_leave_one_out_keeps_exact_duplicates() -> None:
 
 
 def test_float16_memmap_reference_and_queries(tmp_path: Path) -> None:
-    reference_map = np.lib.format.open_memmap(
-        tmp_path / "ref.npy", mode="w+", dtype=np.float16, shape=(700, 8)
-    )
+    reference_map = np.lib.format.open_memmap(tmp_path / "ref.npy", mode="w+", dtype=np.float16, shape=(700, 8))
     reference_map[:] = _continuous(700, 8, seed=9)
     query_map = np.lib.format.open_memmap(tmp_path / "q.npy", mode="w+", dtype=np.float16, shape=(90, 8))
     query_map[:] = _continuous(90, 8, seed=10)
@@ -116,9 +108,7 @@ def test_approximate_indexes_agree_with_exact_votes(kind: str) -> None:
 
 def test_approximate_leave_one_out_never_returns_self() -> None:
     reference, _ = _clustered(2000, seed=13)
-    _, indices = knn_search(
-        build_index(reference, kind="ivf", use_gpu=False), reference, 5, exclude_self=True
-    )
+    _, indices = knn_search(build_index(reference, kind="ivf", use_gpu=False), reference, 5, exclude_self=True)
     assert indices.shape == (2000, 5)
     assert not (indices == np.arange(2000)[:, None]).any()
 

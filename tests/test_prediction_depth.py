@@ -46,9 +46,7 @@ def test_random_probes_match_definition() -> None:
     rng = np.random.default_rng(0)
     final = rng.integers(0, 3, 500)
     # Probes copy yhat more often in later layers, so every depth occurs.
-    probes = np.where(
-        rng.random((8, 500)) < np.linspace(0.3, 0.95, 8)[:, None], final, rng.integers(0, 3, (8, 500))
-    )
+    probes = np.where(rng.random((8, 500)) < np.linspace(0.3, 0.95, 8)[:, None], final, rng.integers(0, 3, (8, 500)))
     depths = prediction_depth(probes, final)
     assert depths.dtype == np.int64
     assert depths.tolist() == _depth_by_definition(probes, final)
@@ -91,9 +89,7 @@ def test_layer_kdn_with_leave_one_out_neighbours() -> None:
 def test_validation() -> None:
     with pytest.raises(ValueError, match=r"`final_prediction` to be 3 integers"):
         prediction_depth(np.zeros((2, 3), dtype=np.int64), np.zeros(4, dtype=np.int64))
-    with pytest.raises(
-        ValueError, match=r"`probe_predictions` to be an integer array of shape \(L \+ 1, N\)"
-    ):
+    with pytest.raises(ValueError, match=r"`probe_predictions` to be an integer array of shape \(L \+ 1, N\)"):
         prediction_depth(np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64))
     with pytest.raises(ValueError, match="`probe_predictions` to be an integer array"):
         prediction_depth(np.zeros((2, 3)), np.zeros(3, dtype=np.int64))

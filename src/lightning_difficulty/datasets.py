@@ -64,7 +64,7 @@ def load_digits_splits(*, val_fraction: float = 0.2, seed: int = 0) -> Splits:
     digits = load_digits()
     images = (digits.images.astype(np.float32) / 16.0 - 0.5) / 0.5
     order = np.random.default_rng(seed).permutation(len(images))
-    n_val = int(round(len(images) * val_fraction))
+    n_val = round(len(images) * val_fraction)
     val_idx, train_idx = order[:n_val], order[n_val:]
     return Splits(
         ArrayDataset(images[train_idx, None], digits.target[train_idx]),
@@ -84,7 +84,12 @@ def default_data_dir() -> Path | None:
 
 
 def load_cifar10_splits(
-    data_dir: str | Path, *, train_subset: int | None = None, test_subset: int | None = None, augment: bool = True, seed: int = 0
+    data_dir: str | Path,
+    *,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    augment: bool = True,
+    seed: int = 0,
 ) -> Splits:
     """CIFAR-10 from ``cifar10_train.npz`` / ``cifar10_test.npz`` (keys ``x`` (N,32,32,3) uint8, ``y``).
 

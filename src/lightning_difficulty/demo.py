@@ -12,7 +12,7 @@ import pandas as pd
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from lightning_difficulty.callbacks import ConfusionScore, DifficultyReport
+from lightning_difficulty.callbacks import ConfusionScore, DataDifficulty, DifficultyReport, PredictionDepth
 from lightning_difficulty.data import IndexedDataset
 from lightning_difficulty.datasets import load_digits_splits
 from lightning_difficulty.models import SmallCNN
@@ -58,7 +58,7 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int = 20, seed: int = 0, 
 
 
 def _analysis_callbacks() -> list[Any]:
-    return [ConfusionScore()]
+    return [ConfusionScore(), PredictionDepth(layers="auto", k=30), DataDifficulty(k=10)]
 
 
 def format_summary(result: DemoResult, *, top: int = 10) -> str:
@@ -79,7 +79,9 @@ def format_summary(result: DemoResult, *, top: int = 10) -> str:
                     )
     val = result.table[result.table["split"] == "val"]
     hardest = val.nlargest(top, "confusion")
-    columns = [c for c in ("index", "label", "prediction", "correct", "confusion", "prediction_depth", "kdn") if c in val]
+    columns = [
+        c for c in ("index", "label", "prediction", "correct", "confusion", "prediction_depth", "kdn") if c in val
+    ]
     lines.append(f"\n{top} hardest validation samples:\n{hardest[columns].to_string(index=False)}")
     lines.append(f"\nTensorBoard: tensorboard --logdir {result.run_dir.parent}")
     return "\n".join(lines)

@@ -146,9 +146,7 @@ class EntropyBounds(NamedTuple):
 def _check_topk_values(values: ArrayLike, num_classes: int) -> np.ndarray:
     vals = np.asarray(values, dtype=np.float64)
     if vals.ndim < 1 or vals.shape[-1] < 1:
-        raise ValueError(
-            f"Expected argument `values` to be (..., k) with k >= 1, but got shape {vals.shape}."
-        )
+        raise ValueError(f"Expected argument `values` to be (..., k) with k >= 1, but got shape {vals.shape}.")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
         raise ValueError(f"Expected argument `num_classes` to be an integer, but got {num_classes!r}.")
     if vals.shape[-1] > num_classes:
@@ -240,9 +238,7 @@ def max_entropy_error(num_classes: int, topk: int) -> float:
         1.101
     """
     if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= num_classes:
-        raise ValueError(
-            f"Expected argument `topk` to be an integer in [1, {num_classes}], but got {topk!r}."
-        )
+        raise ValueError(f"Expected argument `topk` to be an integer in [1, {num_classes}], but got {topk!r}.")
     m, k = num_classes - topk, topk
     if m == 0:
         return 0.0
@@ -274,8 +270,7 @@ def topk_reconstruct(values: ArrayLike, indices: ArrayLike, *, num_classes: int)
     idx = np.asarray(indices)
     if vals.ndim != 2 or idx.shape != vals.shape:
         raise ValueError(
-            f"Expected `values` and `indices` to be (n, k) of one shape, but got {vals.shape} and"
-            f" {idx.shape}."
+            f"Expected `values` and `indices` to be (n, k) of one shape, but got {vals.shape} and {idx.shape}."
         )
     seen = _seen_rows(vals, "`values`")
     if np.any(seen[:, None] & ((idx < 0) | (idx >= num_classes))):
@@ -323,9 +318,7 @@ class RecordManifest:
             )
         epochs = tuple(int(e) for e in self.epochs)
         if len(set(epochs)) != len(epochs) or any(e < 0 for e in epochs):
-            raise ValueError(
-                f"Expected record `epochs` to be distinct non-negative integers, but got {epochs}."
-            )
+            raise ValueError(f"Expected record `epochs` to be distinct non-negative integers, but got {epochs}.")
         object.__setattr__(self, "epochs", tuple(sorted(epochs)))
         object.__setattr__(self, "topk", self.topk if self.kind == "topk" else None)
 
@@ -420,9 +413,7 @@ def write_epoch_record(
         old = RecordManifest.from_json(manifest_path)
         fields = ("num_samples", "num_classes", "kind", "topk", "label_fingerprint")
         diff = [
-            f"{f}: {getattr(old, f)!r} vs {getattr(new, f)!r}"
-            for f in fields
-            if getattr(old, f) != getattr(new, f)
+            f"{f}: {getattr(old, f)!r} vs {getattr(new, f)!r}" for f in fields if getattr(old, f) != getattr(new, f)
         ]
         if diff:
             raise ValueError(f"The record in {folder} disagrees with this epoch ({'; '.join(diff)}).")
@@ -470,18 +461,14 @@ class RunRecords:
     def open_epoch(self, epoch: int) -> EpochRecord:
         """Memory-map the files of ``epoch`` and check their shapes."""
         if epoch not in self.manifest.epochs:
-            raise ValueError(
-                f"Run {self.run_dir} has no record of epoch {epoch}; it has {list(self.manifest.epochs)}."
-            )
+            raise ValueError(f"Run {self.run_dir} has no record of epoch {epoch}; it has {list(self.manifest.epochs)}.")
         folder = _records_dir(self.run_dir, self.manifest.split)
         n, c, k = self.manifest.num_samples, self.manifest.num_classes, self.manifest.topk
         width = c if self.manifest.kind == "probs" else k
         arrays: dict[str, np.ndarray] = {}
         for name, path in _epoch_files(folder, epoch, self.manifest.kind).items():
             if not path.exists():
-                raise FileNotFoundError(
-                    f"Run {self.run_dir}: the manifest lists epoch {epoch}, but {path} is missing."
-                )
+                raise FileNotFoundError(f"Run {self.run_dir}: the manifest lists epoch {epoch}, but {path} is missing.")
             arr = np.load(path, mmap_mode="r")
             if arr.shape != (n, width):
                 raise ValueError(f"Expected {path} to have shape {(n, width)}, but got {arr.shape}.")
@@ -635,9 +622,7 @@ def combine_runs(
         raise ValueError("Expected argument `run_dirs` to name at least one run, but got none.")
     resolved = [Path(d).resolve() for d in run_dirs]
     if len(set(resolved)) != len(resolved):
-        raise ValueError(
-            f"Expected distinct runs in `run_dirs`, but got duplicates: {[str(d) for d in run_dirs]}."
-        )
+        raise ValueError(f"Expected distinct runs in `run_dirs`, but got duplicates: {[str(d) for d in run_dirs]}.")
     if split is None:
         common = set.intersection(*(set(_available_splits(d)) for d in resolved))
         if len(common) != 1:
@@ -651,9 +636,7 @@ def combine_runs(
         _check_same(runs, field)
     _check_same(runs, "label_fingerprint", skip_none=True)
     if not runs[0].manifest.epochs:
-        raise ValueError(
-            f"Expected the runs to have recorded at least one epoch of split {split!r}, but got none."
-        )
+        raise ValueError(f"Expected the runs to have recorded at least one epoch of split {split!r}, but got none.")
     n, c, m = runs[0].manifest.num_samples, runs[0].manifest.num_classes, len(runs)
     if chunk_rows is None:
         chunk_rows = max(1, _CHUNK_ELEMENTS // (m * c))

@@ -293,9 +293,7 @@ class GroupDROModule(L.LightningModule):
         if isinstance(self.model, L.LightningModule):
             return self.model.configure_optimizers()
         if self.hparams["optimizer"] == "adam":
-            return torch.optim.Adam(
-                self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
-            )
+            return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
         return torch.optim.SGD(
             self.parameters(),
             lr=self.hparams["lr"],
@@ -329,9 +327,7 @@ def group_balanced_sampler(
     if num_samples is None:
         num_samples = ids.size
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(
-            f"Expected argument `num_samples` to be a positive integer, but got {num_samples!r}."
-        )
+        raise ValueError(f"Expected argument `num_samples` to be a positive integer, but got {num_samples!r}.")
     sizes = np.bincount(ids)
     weights = ids.size / sizes[ids]
     return WeightedRandomSampler(

@@ -104,7 +104,7 @@ class PassRequest:
     layers: dict[str, Reduction] = field(default_factory=dict)
     keep_inputs: bool = False
     input_size: int | None = None
-    batch_keys: BatchKeys = BatchKeys()
+    batch_keys: BatchKeys = field(default_factory=BatchKeys)
     logits_from: str | None = None
     reference_dataloader: DataLoader | None = None
 
@@ -141,9 +141,9 @@ def collect_request(trainer: pl.Trainer) -> PassRequest:
         if cb.needs_pass_inputs():
             request.keep_inputs = True
             request.input_size = getattr(cb, "input_size", None) or request.input_size
-        for attr in ("batch_keys", "logits_from", "reference_dataloader"):
+        for attr, default in (("batch_keys", BatchKeys()), ("logits_from", None), ("reference_dataloader", None)):
             value = getattr(cb, attr, None)
-            if value is not None and value != PassRequest.__dataclass_fields__[attr].default:
+            if value is not None and value != default:
                 setattr(request, attr, value)
     return request
 

@@ -307,13 +307,10 @@ class GroupsManifest:
         edges = tuple(float(e) for e in self.edges)
         sizes = tuple(int(s) for s in self.sizes)
         if len(sizes) != len(edges) + 1:
-            raise ValueError(
-                f"Expected one more size than edges, but got {len(sizes)} sizes and {len(edges)} edges."
-            )
+            raise ValueError(f"Expected one more size than edges, but got {len(sizes)} sizes and {len(edges)} edges.")
         if sum(sizes) != self.dataset_size or min(sizes) < 0:
             raise ValueError(
-                f"Expected `sizes` {list(sizes)} to be non-negative and to sum to"
-                f" dataset_size={self.dataset_size}."
+                f"Expected `sizes` {list(sizes)} to be non-negative and to sum to dataset_size={self.dataset_size}."
             )
         if self.version != 1:
             raise ValueError(f"Expected `version` to be 1, but got {self.version!r}.")

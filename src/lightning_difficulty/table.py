@@ -56,5 +56,7 @@ def read_scores(run_dir: str | Path) -> pd.DataFrame:
     if path.is_dir():
         path = path / "scores.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"No scores table at {path}. Pass the run's difficulty directory (with scores.parquet).")
+        raise FileNotFoundError(
+            f"No scores table at {path}. Pass the run's difficulty directory (with scores.parquet)."
+        )
     return pd.read_parquet(path)

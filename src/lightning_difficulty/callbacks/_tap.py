@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -82,5 +81,5 @@ def no_logits_error(where: str, logits_from: str | None, batch_size: int) -> Run
     return RuntimeError(
         f"No logits were seen during the {where}: expected {source} to return a float tensor of shape "
         f"({batch_size}, num_classes) for the batch. Call `self(x)` in the step, or pass "
-        "`logits_from=\"<name of the module that outputs the logits>\"`."
+        '`logits_from="<name of the module that outputs the logits>"`.'
     )

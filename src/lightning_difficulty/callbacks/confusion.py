@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._distributed import all_gather_int, all_reduce_, barrier, rank_and_world
+from lightning_difficulty.callbacks._distributed import all_gather_int, all_reduce_, barrier
 from lightning_difficulty.callbacks._tap import LogitsTap, no_logits_error
 from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir, split_name
 from lightning_difficulty.data import BatchKeys, unpack_batch
@@ -92,7 +93,7 @@ class ConfusionScore(DifficultyCallback):
         *,
         record: RecordMode = "auto",
         topk: int = 5,
-        batch_keys: BatchKeys = BatchKeys(),
+        batch_keys: BatchKeys | None = None,
         logits_from: str | None = None,
         record_dir: str | None = None,
     ) -> None:
@@ -106,7 +107,7 @@ class ConfusionScore(DifficultyCallback):
         self.splits = tuple(splits)
         self.record = record
         self.topk = topk
-        self.batch_keys = batch_keys
+        self.batch_keys = batch_keys or BatchKeys()
         self.logits_from = logits_from
         self.record_dir = record_dir
         self._tap = LogitsTap(logits_from)
@@ -148,7 +149,9 @@ class ConfusionScore(DifficultyCallback):
         self._tap.remove()
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if "train" in self.splits:
             self._open(batch)
 
@@ -235,7 +238,7 @@ class ConfusionScore(DifficultyCallback):
         state = _SplitState(num_samples, int(logits.shape[1]), logits.device)
         kind = self._record_kind(state.num_classes)
         if kind != "none":
-            directory = self.record_dir or default_run_dir(trainer) / "records"
+            directory = Path(self.record_dir) if self.record_dir else default_run_dir(trainer) / "records"
             state.recorder = EpochRecorder(
                 directory, split, num_samples, state.num_classes, kind=kind, topk=self.topk, rank=self._rank
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from lightning_difficulty import analysis
+from lightning_difficulty.analysis import ErrorTaxonomy
 from lightning_difficulty.callbacks._distributed import barrier
 from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir
 from lightning_difficulty.functional.bands import band_error_correlation
+from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
 from lightning_difficulty.inference import SplitArrays, fit_end_arrays
 from lightning_difficulty.io import write_json
 from lightning_difficulty.table import build_table, write_table
@@ -28,19 +32,24 @@ class DifficultyReport(Callback):
 
     Runs the final model once in eval mode over the training data (un-shuffled) and every
     validation dataloader for ``label`` / ``prediction`` / ``correct``, gathers the columns of every
-    other difficulty callback in the trainer, and on global rank 0 writes atomically:
+    other difficulty callback in the trainer, derives the DifficultyEyes ``pattern`` and the
+    ``error_category`` where their inputs exist, and on global rank 0 writes atomically:
 
     - ``scores.parquet``: one row per (split, index);
-    - ``summary.json``: accuracy, confusion quartiles, error rate by confusion band and more.
+    - ``summary.json``: accuracy, confusion quartiles, error rate by confusion band, correlations
+      between perspectives, pattern and error-category counts.
 
-    With a :class:`~lightning.pytorch.loggers.TensorBoardLogger` it also logs figures and image
-    grids (no logger or another logger: files only).
+    With a :class:`~lightning.pytorch.loggers.TensorBoardLogger` it also logs figures, image grids
+    and a Projector embedding (no logger or another logger: files only).
 
     Args:
         dirpath: output folder (default ``<trainer.log_dir>/difficulty``).
-        num_bands: confusion bands for the "error rate by confusion band" figure.
-        grid_per_class: samples per class on each side of the hardest/easiest grids.
+        num_bands: confusion bands for the "error rate by confusion band" figure and ``confusion_band``.
+        grid_per_class: samples per class on each side of the hardest/easiest grids (0: none).
         class_names: names for figures (default ``"0"``, ``"1"``, ...).
+        taxonomy: thresholds that binarise the perspectives for the ``pattern`` column.
+        error_taxonomy: options for the ``error_category`` column (default: off).
+        projector_split: split shown in TensorBoard's Projector (needs PredictionDepth for embeddings).
         keep_cache: keep the fit-end pass arrays (``cache/``: logits, layer embeddings) on disk.
 
     Example::
@@ -56,17 +65,25 @@ class DifficultyReport(Callback):
         *,
         num_bands: int = 10,
         grid_per_class: int = 4,
-        class_names: list[str] | None = None,
+        class_names: Sequence[str] | None = None,
+        taxonomy: TaxonomyThresholds | None = None,
+        error_taxonomy: ErrorTaxonomy | None = None,
+        projector_split: str = "val",
         keep_cache: bool = False,
     ) -> None:
         if not isinstance(num_bands, int) or num_bands < 2:
             raise ValueError(f"Expected argument `num_bands` to be an integer >= 2, but got {num_bands!r}.")
         if not isinstance(grid_per_class, int) or grid_per_class < 0:
-            raise ValueError(f"Expected argument `grid_per_class` to be a non-negative integer, but got {grid_per_class!r}.")
+            raise ValueError(
+                f"Expected argument `grid_per_class` to be a non-negative integer, but got {grid_per_class!r}."
+            )
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.num_bands = num_bands
         self.grid_per_class = grid_per_class
-        self.class_names = class_names
+        self.class_names = list(class_names) if class_names is not None else None
+        self.taxonomy = taxonomy or TaxonomyThresholds()
+        self.error_taxonomy = error_taxonomy
+        self.projector_split = projector_split
         self.keep_cache = keep_cache
         self.table: pd.DataFrame | None = None
         self.summary: dict[str, Any] = {}
@@ -82,77 +99,103 @@ class DifficultyReport(Callback):
             cb.compute(trainer, pl_module)
         arrays = fit_end_arrays(trainer, pl_module, run_dir / "cache")
         if trainer.is_global_zero:
-            self.table = build_table(_merge_columns(arrays, callbacks))
-            self.summary = self._summarise(self.table, callbacks)
+            table = build_table(_merge_columns(arrays, callbacks))
+            self.table, self.summary = self._analyse(table, callbacks)
             write_table(self.table, run_dir / "scores.parquet")
             write_json(run_dir / "summary.json", self.summary)
-            self._log_views(trainer, arrays)
+            self._log_views(trainer, arrays, callbacks)
         barrier()
         if trainer.is_global_zero and not self.keep_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
-    # -- summaries -------------------------------------------------------------------------------
-    def _summarise(self, table: pd.DataFrame, callbacks: list[DifficultyCallback]) -> dict[str, Any]:
+    # -- analyses ----------------------------------------------------------------------------------
+    def _analyse(self, table: pd.DataFrame, callbacks: list[DifficultyCallback]) -> tuple[pd.DataFrame, dict[str, Any]]:
         summary: dict[str, Any] = {"splits": {}}
+        parts = []
         for split, rows in table.groupby("split", sort=False):
-            entry: dict[str, Any] = {"num_samples": len(rows)}
-            if "correct" in rows:
-                entry["accuracy"] = float(rows["correct"].mean())
-            if "confusion" in rows and rows["confusion"].notna().any():
-                confusion = rows["confusion"].to_numpy()
-                seen = ~np.isnan(confusion)
-                entry["confusion_quartiles"] = np.quantile(confusion[seen], [0.25, 0.5, 0.75]).tolist()
-                if "correct" in rows and seen.sum() > 1:
-                    entry["error_by_confusion_band"] = _band_summary(
-                        confusion[seen], rows["correct"].to_numpy()[seen], self.num_bands
-                    )
+            rows = rows.copy()
+            entry = self._summarise_split(rows)
+            if "human_difficulty" in rows:
+                entry["human_correlations"] = analysis.correlations(rows)
+            patterns = analysis.difficulty_patterns(rows, self.taxonomy)
+            if patterns is not None:
+                rows["pattern"] = patterns
+                entry["patterns"] = analysis.pattern_report(rows)
+                entry["model_perspective"] = analysis.model_perspective(rows)
+            if self.error_taxonomy is not None and "correct" in rows:
+                counts = _annotation_counts(callbacks, str(split))
+                rows["error_category"] = analysis.error_categories(rows, self.error_taxonomy, counts)
+                entry["error_categories"] = analysis.error_report(rows, band_column="confusion_band")
             summary["splits"][str(split)] = entry
+            parts.append(rows)
         for cb in callbacks:
             part = cb.summary()
             if part:
                 summary[type(cb).__name__] = part
-        return summary
+        return pd.concat(parts, ignore_index=True), summary
+
+    def _summarise_split(self, rows: pd.DataFrame) -> dict[str, Any]:
+        entry: dict[str, Any] = {"num_samples": len(rows)}
+        if "correct" in rows:
+            entry["accuracy"] = float(rows["correct"].mean())
+        if "confusion" in rows and rows["confusion"].notna().sum() > 1:
+            confusion = rows["confusion"].to_numpy()
+            seen = ~np.isnan(confusion)
+            entry["confusion_quartiles"] = np.quantile(confusion[seen], [0.25, 0.5, 0.75]).tolist()
+            if "correct" in rows:
+                band = _band_summary(confusion[seen], rows["correct"].to_numpy()[seen], self.num_bands)
+                entry["error_by_confusion_band"] = band
+                bands = np.full(len(rows), -1, dtype=np.int64)
+                bands[seen] = np.searchsorted(band["edges"], confusion[seen], side="right")
+                rows["confusion_band"] = bands
+        return entry
 
     # -- TensorBoard -------------------------------------------------------------------------------
-    def _log_views(self, trainer: pl.Trainer, arrays: dict[str, SplitArrays]) -> None:
-        from lightning_difficulty.views.figures import error_rate_by_band_figure
-        from lightning_difficulty.views.tensorboard import tensorboard_writer
+    def _log_views(
+        self, trainer: pl.Trainer, arrays: dict[str, SplitArrays], callbacks: list[DifficultyCallback]
+    ) -> None:
+        from lightning_difficulty.callbacks.prediction_depth import PredictionDepth
+        from lightning_difficulty.views import report_views
+        from lightning_difficulty.views.tensorboard import tensorboard_logger
 
-        writer = tensorboard_writer(trainer)
-        if writer is None or self.table is None:
+        logger = tensorboard_logger(trainer)
+        if logger is None or self.table is None:
             return
-        step = trainer.current_epoch
+        writer, step = logger.experiment, trainer.current_epoch
+        num_classes = int(self.table["label"].max()) + 1
+        options = report_views.ViewOptions(
+            class_names=self.class_names or [str(c) for c in range(num_classes)],
+            grid_per_class=self.grid_per_class,
+            projector_split=self.projector_split,
+        )
+
+        def fetch(split: str, indices: Sequence[int]) -> torch.Tensor:
+            dataset = _split_dataset(trainer, split)
+            return torch.stack([torch.as_tensor(np.asarray(_input_of(dataset[int(i)]))) for i in indices])
+
+        depth = next((cb for cb in callbacks if isinstance(cb, PredictionDepth) and cb.results), None)
         for split, rows in self.table.groupby("split", sort=False):
             split = str(split)
-            band = self.summary["splits"][split].get("error_by_confusion_band")
-            if band is not None:
-                fig = error_rate_by_band_figure(pd.DataFrame(band["bands"]), rho=band["pearson_rho"], split=split)
-                writer.add_figure(f"difficulty/error_rate_by_confusion_band/{split}", fig, step)
-            if "confusion" in rows and "label" in rows and self.grid_per_class > 0:
-                self._log_grid(writer, trainer, split, rows, step)
+            report_views.log_split_views(writer, split, rows, self.summary["splits"][split], step, options, fetch)
+            if depth is not None and "prediction_depth" in rows:
+                report_views.log_depth_views(writer, split, rows, depth.probe_names, step, options)
+                train_labels = np.asarray(arrays["train"].labels)
+                report_views.log_instance_views(
+                    writer,
+                    split,
+                    rows,
+                    lambda ids, s=split: depth.nearest_neighbours(s, ids),
+                    train_labels,
+                    step,
+                    options,
+                    fetch,
+                )
+        if depth is not None and self.projector_split in arrays and len(depth.probe_names) > 2:
+            penultimate = depth.probe_names[-2]
+            rows = self.table[self.table["split"] == self.projector_split]
+            embeddings = arrays[self.projector_split].layers[penultimate]
+            report_views.write_projection(logger.log_dir, rows, embeddings, step, options, fetch)
         writer.flush()
-
-    def _log_grid(self, writer: Any, trainer: pl.Trainer, split: str, rows: pd.DataFrame, step: int) -> None:
-        from lightning_difficulty.views.images import hardest_easiest_grid_figure
-
-        dataset = _split_dataset(trainer, split)
-        if dataset is None:
-            return
-        scored = rows[rows["confusion"].notna()]
-        chosen = []
-        for _, group in scored.groupby("label"):
-            ordered = group.sort_values("confusion")
-            chosen.append(ordered.head(self.grid_per_class))
-            chosen.append(ordered.tail(self.grid_per_class))
-        picked = pd.concat(chosen).drop_duplicates("index")
-        images = torch.stack([torch.as_tensor(np.asarray(dataset[int(i)][0])) for i in picked["index"]])
-        num_classes = int(rows["label"].max()) + 1
-        names = self.class_names or [str(c) for c in range(num_classes)]
-        fig = hardest_easiest_grid_figure(
-            images, picked["confusion"].to_numpy(), picked["label"].to_numpy(), class_names=names,
-            per_class=self.grid_per_class,
-        )
-        writer.add_figure(f"difficulty/hardest_easiest/{split}", fig, step)
 
 
 def _band_summary(confusion: np.ndarray, correct: np.ndarray, num_bands: int) -> dict[str, Any]:
@@ -170,7 +213,7 @@ def _band_summary(confusion: np.ndarray, correct: np.ndarray, num_bands: int) ->
         }
         for b in range(num_bands)
     ]
-    return {"pearson_rho": float(result.rho), "bands": bands}
+    return {"pearson_rho": float(result.rho), "edges": result.edges.tolist(), "bands": bands}
 
 
 def _merge_columns(arrays: dict[str, SplitArrays], callbacks: list[DifficultyCallback]) -> Columns:
@@ -187,6 +230,15 @@ def _merge_columns(arrays: dict[str, SplitArrays], callbacks: list[DifficultyCal
     return columns
 
 
+def _annotation_counts(callbacks: list[DifficultyCallback], split: str) -> np.ndarray | None:
+    from lightning_difficulty.callbacks.human import HumanAlignment
+
+    for cb in callbacks:
+        if isinstance(cb, HumanAlignment) and cb.split == split:
+            return cb.counts
+    return None
+
+
 def _split_dataset(trainer: pl.Trainer, split: str) -> Any:
     if split == "train":
         loader: Any = trainer.train_dataloader
@@ -194,4 +246,8 @@ def _split_dataset(trainer: pl.Trainer, split: str) -> Any:
         loaders = trainer.val_dataloaders
         position = 0 if split == "val" else int(split.split("_")[1])
         loader = loaders[position] if isinstance(loaders, (list, tuple)) else loaders
-    return getattr(loader, "dataset", None)
+    return loader.dataset
+
+
+def _input_of(item: Any) -> Any:
+    return item["input"] if isinstance(item, dict) else item[0]

@@ -82,9 +82,7 @@ class BandErrorCorrelation:
 def _check_scores(scores: ArrayLike) -> np.ndarray:
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(
-            f"Expected argument `scores` to be a non-empty 1-D array, but got shape {arr.shape}."
-        )
+        raise ValueError(f"Expected argument `scores` to be a non-empty 1-D array, but got shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise ValueError(
@@ -199,9 +197,7 @@ def _hard_count(n: int, fraction: float | None, top_k: int | None) -> int:
     return max(1, math.ceil(round(float(fraction) * n, 6)))
 
 
-def select_hard(
-    scores: ArrayLike, *, fraction: float | None = None, top_k: int | None = None
-) -> HardSelection:
+def select_hard(scores: ArrayLike, *, fraction: float | None = None, top_k: int | None = None) -> HardSelection:
     """Select the hardest samples (one score per sample; higher = harder).
 
     Exactly one of ``fraction`` and ``top_k`` is given; ``fraction`` selects
@@ -233,8 +229,7 @@ def _check_bands(bands: ArrayLike, num_bands: int | None) -> tuple[np.ndarray, i
     arr = np.asarray(bands)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
         raise ValueError(
-            f"Expected argument `bands` to be a 1-D integer array, but got shape {arr.shape} and"
-            f" dtype {arr.dtype}."
+            f"Expected argument `bands` to be a 1-D integer array, but got shape {arr.shape} and dtype {arr.dtype}."
         )
     if arr.size and arr.min() < 0:
         raise ValueError(f"Expected argument `bands` to be non-negative, but got {int(arr.min())}.")
@@ -243,9 +238,7 @@ def _check_bands(bands: ArrayLike, num_bands: int | None) -> tuple[np.ndarray, i
         return arr.astype(np.int64), needed
     num_bands = _check_num_bands(num_bands)
     if needed > num_bands:
-        raise ValueError(
-            f"Expected argument `bands` to be below `num_bands`={num_bands}, but got band {needed - 1}."
-        )
+        raise ValueError(f"Expected argument `bands` to be below `num_bands`={num_bands}, but got band {needed - 1}.")
     return arr.astype(np.int64), num_bands
 
 

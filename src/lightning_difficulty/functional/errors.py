@@ -165,9 +165,7 @@ def classify_errors(
     return categories
 
 
-def valid_labels_from_counts(
-    counts: ArrayLike, labels: ArrayLike, *, min_share: float = 0.1
-) -> NDArray[np.bool_]:
+def valid_labels_from_counts(counts: ArrayLike, labels: ArrayLike, *, min_share: float = 0.1) -> NDArray[np.bool_]:
     """Valid labels per sample: classes chosen by at least ``min_share`` of its annotators, plus its label.
 
     Args:
@@ -286,9 +284,7 @@ def load_superclass_map(
     if unmapped:
         problems.append(f"unmapped classes {unmapped}")
     if problems:
-        raise ValueError(
-            "Invalid superclass map: " + "; ".join(problems) + ". Map every class to one superclass."
-        )
+        raise ValueError("Invalid superclass map: " + "; ".join(problems) + ". Map every class to one superclass.")
     superclass_names = list(dict.fromkeys(assigned[index] for index in range(len(names))))
     position = {name: number for number, name in enumerate(superclass_names)}
     ids = np.array([position[assigned[index]] for index in range(len(names))], dtype=np.int64)
@@ -320,9 +316,7 @@ def error_category_summary(categories: ArrayLike, *, by: None = None) -> dict[st
 
 
 @overload
-def error_category_summary(
-    categories: ArrayLike, *, by: ArrayLike
-) -> dict[str, dict[str, dict[str, float]]]: ...
+def error_category_summary(categories: ArrayLike, *, by: ArrayLike) -> dict[str, dict[str, dict[str, float]]]: ...
 
 
 def error_category_summary(
@@ -350,16 +344,13 @@ def error_category_summary(
         raise ValueError(f"Expected argument `categories` to be 1-D, but got shape {names.shape}.")
     unknown = sorted(set(names.tolist()) - set(ERROR_CATEGORIES))
     if unknown:
-        raise ValueError(
-            f"Expected argument `categories` to hold names from {ERROR_CATEGORIES}, but found {unknown}."
-        )
+        raise ValueError(f"Expected argument `categories` to hold names from {ERROR_CATEGORIES}, but found {unknown}.")
     if by is None:
         return _category_counts(names)
     groups = np.asarray(by)
     if groups.shape != names.shape:
         raise ValueError(
-            f"Expected argument `by` to have the same shape as `categories` {names.shape}, "
-            f"but got {groups.shape}."
+            f"Expected argument `by` to have the same shape as `categories` {names.shape}, but got {groups.shape}."
         )
     return {str(group): _category_counts(names[groups == group]) for group in np.unique(groups)}
 
@@ -384,9 +375,7 @@ def _as_class_vector(values: ArrayLike, name: str) -> NDArray[np.int64]:
     if array.ndim != 1:
         raise ValueError(f"Expected argument `{name}` to be 1-D, but got shape {array.shape}.")
     if array.size and array.dtype.kind not in "iu":
-        raise ValueError(
-            f"Expected argument `{name}` to hold integer class indices, but got dtype {array.dtype}."
-        )
+        raise ValueError(f"Expected argument `{name}` to hold integer class indices, but got dtype {array.dtype}.")
     return array.astype(np.int64)
 
 
@@ -395,9 +384,7 @@ def _as_bool_matrix(values: ArrayLike, name: str) -> NDArray[np.bool_]:
     if array.ndim != 2:
         raise ValueError(f"Expected argument `{name}` to be an (N, C) mask, but got shape {array.shape}.")
     if array.dtype != np.bool_ and not (array.dtype.kind in "iu" and np.isin(array, (0, 1)).all()):
-        raise ValueError(
-            f"Expected argument `{name}` to hold booleans (or 0/1), but got dtype {array.dtype}."
-        )
+        raise ValueError(f"Expected argument `{name}` to hold booleans (or 0/1), but got dtype {array.dtype}.")
     return array.astype(bool)
 
 
@@ -424,9 +411,7 @@ def _infer_num_classes(
     return int(max(labels.max(initial=0), predictions.max(initial=0))) + 1
 
 
-def _valid_mask(
-    valid_labels: ArrayLike | None, labels: NDArray[np.int64], num_classes: int
-) -> NDArray[np.bool_]:
+def _valid_mask(valid_labels: ArrayLike | None, labels: NDArray[np.int64], num_classes: int) -> NDArray[np.bool_]:
     if valid_labels is None:
         valid = np.zeros((labels.shape[0], num_classes), dtype=bool)
     else:
@@ -452,9 +437,7 @@ def _superclass_ids(superclass: ArrayLike | Mapping[Any, Any], num_classes: int)
     return ids.astype(np.int64)
 
 
-def _oov_hits(
-    scorer: OovScorer, pending: NDArray[np.bool_], predictions: NDArray[np.int64]
-) -> NDArray[np.bool_]:
+def _oov_hits(scorer: OovScorer, pending: NDArray[np.bool_], predictions: NDArray[np.int64]) -> NDArray[np.bool_]:
     hits = np.zeros(pending.shape, dtype=bool)
     indices = np.flatnonzero(pending).astype(np.int64)
     if indices.size == 0:
@@ -517,9 +500,7 @@ def _read_mapping(mapping: Mapping[Any, Any] | str | os.PathLike[str]) -> dict[A
 
 
 def _mapping_entries(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
-    return {
-        key: value for key, value in mapping.items() if not (isinstance(key, str) and key.startswith("_"))
-    }
+    return {key: value for key, value in mapping.items() if not (isinstance(key, str) and key.startswith("_"))}
 
 
 def _class_names(class_names: Sequence[str] | None, num_classes: int | None) -> list[str]:
@@ -528,14 +509,8 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int | None) -> 
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
     ):
-        raise ValueError(
-            f"Expected argument `num_classes` to be a positive integer, but got {num_classes!r}."
-        )
-    names = (
-        [str(index) for index in range(num_classes or 0)]
-        if class_names is None
-        else list(map(str, class_names))
-    )
+        raise ValueError(f"Expected argument `num_classes` to be a positive integer, but got {num_classes!r}.")
+    names = [str(index) for index in range(num_classes or 0)] if class_names is None else list(map(str, class_names))
     if class_names is not None and num_classes is not None and num_classes != len(names):
         raise ValueError(f"Expected `num_classes` ({num_classes}) to equal len(class_names) ({len(names)}).")
     if len(set(names)) != len(names):

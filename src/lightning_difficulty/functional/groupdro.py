@@ -23,18 +23,14 @@ def _check_num_groups(num_groups: int) -> int:
 
 def _check_batch(losses: Tensor, groups: Tensor) -> None:
     if losses.ndim != 1:
-        raise ValueError(
-            f"Expected argument `losses` to be 1-D (one loss per sample), but got {losses.ndim}-D."
-        )
+        raise ValueError(f"Expected argument `losses` to be 1-D (one loss per sample), but got {losses.ndim}-D.")
     if groups.shape != losses.shape:
         raise ValueError(
             f"Expected argument `groups` to have the shape of `losses` {tuple(losses.shape)},"
             f" but got {tuple(groups.shape)}."
         )
     if groups.dtype.is_floating_point or groups.dtype.is_complex or groups.dtype == torch.bool:
-        raise ValueError(
-            f"Expected argument `groups` to hold integer group ids, but got dtype {groups.dtype}."
-        )
+        raise ValueError(f"Expected argument `groups` to hold integer group ids, but got dtype {groups.dtype}.")
 
 
 def _check_group_range(groups: Tensor, num_groups: int) -> None:
@@ -86,8 +82,7 @@ def groupdro_adjustment(
     sizes = torch.as_tensor(group_sizes, dtype=torch.float64).cpu()
     if sizes.shape != (num_groups,) or bool(torch.any(sizes < 0)):
         raise ValueError(
-            f"Expected argument `group_sizes` to be {num_groups} non-negative counts,"
-            f" but got {group_sizes!r}."
+            f"Expected argument `group_sizes` to be {num_groups} non-negative counts, but got {group_sizes!r}."
         )
     if bool(torch.any((sizes == 0) & (adj > 0))):
         raise ValueError(

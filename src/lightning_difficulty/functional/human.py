@@ -117,15 +117,11 @@ def load_annotations(
     """
     if not isinstance(source, (str, os.PathLike)):
         if key is not None:
-            raise ValueError(
-                f"Argument `key` ({key!r}) only applies to `.npz` files, but an array was given."
-            )
+            raise ValueError(f"Argument `key` ({key!r}) only applies to `.npz` files, but an array was given.")
         return annotations_to_counts(source, num_classes=num_classes, kind=kind)
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"Expected argument `source` to be an existing file, but {str(path)!r} does not exist."
-        )
+        raise FileNotFoundError(f"Expected argument `source` to be an existing file, but {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if key is not None:
@@ -292,8 +288,7 @@ def _as_float_column(values: ArrayLike, name: str) -> NDArray[np.float64]:
     array = np.asarray(values)
     if array.ndim != 1 or array.dtype.kind not in "iufb":
         raise ValueError(
-            f"Expected column {name!r} to be a 1-D numeric array, but got shape {array.shape} "
-            f"and dtype {array.dtype}."
+            f"Expected column {name!r} to be a 1-D numeric array, but got shape {array.shape} and dtype {array.dtype}."
         )
     return array.astype(np.float64)
 
@@ -309,9 +304,7 @@ def _human_probabilities(counts: ArrayLike) -> NDArray[np.float64]:
         raise ValueError(f"Expected argument `counts` to be numeric, but got dtype {array.dtype}.")
     array = array.astype(np.float64)
     if not np.isfinite(array).all() or (array < 0).any():
-        raise ValueError(
-            "Expected argument `counts` to hold finite non-negative values, but found negative or NaN."
-        )
+        raise ValueError("Expected argument `counts` to hold finite non-negative values, but found negative or NaN.")
     _check_every_row_annotated(array, "counts")
     return array / array.sum(axis=1, keepdims=True)
 
@@ -321,9 +314,7 @@ def _check_labels(labels: ArrayLike, num_samples: int, num_classes: int, name: s
     if array.shape != (num_samples,):
         raise ValueError(f"Expected argument `{name}` to have shape ({num_samples},), but got {array.shape}.")
     if array.dtype.kind not in "iu":
-        raise ValueError(
-            f"Expected argument `{name}` to hold integer class indices, but got dtype {array.dtype}."
-        )
+        raise ValueError(f"Expected argument `{name}` to hold integer class indices, but got dtype {array.dtype}.")
     if num_samples and (array.min() < 0 or array.max() >= num_classes):
         raise ValueError(
             f"Expected argument `{name}` to hold class indices in [0, {num_classes - 1}], "
@@ -334,22 +325,16 @@ def _check_labels(labels: ArrayLike, num_samples: int, num_classes: int, name: s
 
 def _check_num_classes(num_classes: int) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(
-            f"Expected argument `num_classes` to be a positive integer, but got {num_classes!r}."
-        )
+        raise ValueError(f"Expected argument `num_classes` to be a positive integer, but got {num_classes!r}.")
 
 
 def _as_integer_matrix(values: ArrayLike, name: str) -> NDArray[np.int64]:
     array = np.asarray(values)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(
-            f"Expected argument `{name}` to be a non-empty 2-D array, but got shape {array.shape}."
-        )
+        raise ValueError(f"Expected argument `{name}` to be a non-empty 2-D array, but got shape {array.shape}.")
     if array.dtype.kind == "f":
         if not (np.isfinite(array).all() and (array == np.round(array)).all()):
-            raise ValueError(
-                f"Expected argument `{name}` to hold integer values, but found non-integer floats."
-            )
+            raise ValueError(f"Expected argument `{name}` to hold integer values, but found non-integer floats.")
     elif array.dtype.kind not in "iu":
         raise ValueError(f"Expected argument `{name}` to hold integers, but got dtype {array.dtype}.")
     return array.astype(np.int64)
@@ -403,9 +388,7 @@ def _check_every_row_annotated(counts: NDArray[np.int64] | NDArray[np.float64], 
         )
 
 
-def _read_npz(
-    path: Path, key: str | None, kind: AnnotationKind
-) -> tuple[NDArray[np.generic], AnnotationKind]:
+def _read_npz(path: Path, key: str | None, kind: AnnotationKind) -> tuple[NDArray[np.generic], AnnotationKind]:
     with np.load(path, allow_pickle=False) as archive:
         found = list(archive.files)
         chosen = _choose_npz_key(path, found, key)

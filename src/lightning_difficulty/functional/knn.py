@@ -125,9 +125,7 @@ def knn_search(
         >>> ids[:, 0].tolist(), dist[:, 0].tolist()
         ([1, 0, 1], [1.0, 1.0, 2.0])
     """
-    index = (
-        index_or_reference if isinstance(index_or_reference, faiss.Index) else build_index(index_or_reference)
-    )
+    index = index_or_reference if isinstance(index_or_reference, faiss.Index) else build_index(index_or_reference)
     data = _as_matrix(queries, "queries")
     if data.shape[1] != index.d:
         raise ValueError(
@@ -222,7 +220,7 @@ def neighbour_disagreement(neighbour_labels: ArrayLike, query_classes: ArrayLike
     return (labels != classes[:, None]).mean(axis=1)
 
 
-def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed: int) -> faiss.Index:
+def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed: int) -> faiss.IndexIVFFlat:
     """An empty ``IndexIVFFlat`` trained on a random sample of ``data``."""
     n, d = data.shape
     if nlist is None:
@@ -233,7 +231,7 @@ def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed:
     if nprobe is None:
         nprobe = max(1, math.ceil(nlist / 100))
     _check_positive_int(nprobe, "nprobe")
-    index = faiss.index_factory(d, f"IVF{nlist},Flat")
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
     index.cp.seed = seed
     n_train = min(n, nlist * _TRAIN_POINTS_PER_LIST)
     rows = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
@@ -286,9 +284,7 @@ def _resolve_query_ids(
 ) -> np.ndarray | None:
     if not exclude_self:
         if query_ids is not None:
-            raise ValueError(
-                "Argument `query_ids` is only used with `exclude_self=True`; pass both or neither."
-            )
+            raise ValueError("Argument `query_ids` is only used with `exclude_self=True`; pass both or neither.")
         return None
     if query_ids is None:
         if n_queries > n_reference:
@@ -331,9 +327,7 @@ def _as_matrix(array: ArrayLike, name: str) -> np.ndarray:
     """A 2-D numeric array; memmaps and float16 stay as they are (converted chunk by chunk later)."""
     data = array if isinstance(array, np.ndarray) else np.asarray(array)
     if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
-        raise ValueError(
-            f"Expected `{name}` of shape (rows, dims) with rows, dims >= 1, but got shape {data.shape}."
-        )
+        raise ValueError(f"Expected `{name}` of shape (rows, dims) with rows, dims >= 1, but got shape {data.shape}.")
     if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
         raise ValueError(f"Expected `{name}` to hold numbers, but got dtype {data.dtype}.")
     return data

@@ -124,9 +124,7 @@ def resolve_threshold(threshold: float | str, scores: ArrayLike) -> float:
     values = np.asarray(scores, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
-        raise ValueError(
-            f"Cannot resolve quantile threshold {threshold!r}: argument `scores` has no finite value."
-        )
+        raise ValueError(f"Cannot resolve quantile threshold {threshold!r}: argument `scores` has no finite value.")
     return float(np.quantile(values, float(threshold[1:])))
 
 
@@ -205,8 +203,7 @@ def binarise_perspectives(
     """
     if model_perspective not in _MODEL_PERSPECTIVES:
         raise ValueError(
-            f"Expected argument `model_perspective` to be one of {_MODEL_PERSPECTIVES}, "
-            f"but got {model_perspective!r}."
+            f"Expected argument `model_perspective` to be one of {_MODEL_PERSPECTIVES}, but got {model_perspective!r}."
         )
     chosen = thresholds if thresholds is not None else TaxonomyThresholds()
     human = _as_scores(human_difficulty, "human_difficulty", upper=1.0)
@@ -220,9 +217,7 @@ def binarise_perspectives(
     human_cut = resolve_threshold(chosen.human, human)
     data_cut = resolve_threshold(chosen.data, data)
     model_cut = resolve_threshold(getattr(chosen, model_perspective), model)
-    return BinarisedPerspectives(
-        human > human_cut, data > data_cut, model > model_cut, human_cut, data_cut, model_cut
-    )
+    return BinarisedPerspectives(human > human_cut, data > data_cut, model > model_cut, human_cut, data_cut, model_cut)
 
 
 def assign_patterns(
@@ -303,9 +298,7 @@ def _check_threshold(value: object, name: str) -> None:
             )
         return
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(
-            f"Expected threshold `{name}` to be a float or a string like 'q0.8', but got {value!r}."
-        )
+        raise ValueError(f"Expected threshold `{name}` to be a float or a string like 'q0.8', but got {value!r}.")
     if not math.isfinite(float(value)):
         raise ValueError(f"Expected threshold `{name}` to be finite, but got {value!r}.")
 
@@ -341,7 +334,6 @@ def _as_scores(values: ArrayLike, name: str, *, upper: float) -> NDArray[np.floa
         )
     if array.size and (array.min() < 0 or array.max() > upper):
         raise ValueError(
-            f"Expected argument `{name}` to lie in [0, {upper}], "
-            f"but got values in [{array.min()}, {array.max()}]."
+            f"Expected argument `{name}` to lie in [0, {upper}], but got values in [{array.min()}, {array.max()}]."
         )
     return array

@@ -74,8 +74,7 @@ def _integers(name: str, array: np.ndarray, *, low: int, high: int) -> np.ndarra
         raise ValueError(f"Expected argument `{name}` to hold whole numbers, but it holds fractions or NaN.")
     if array.min() < low or array.max() > high:
         raise ValueError(
-            f"Expected argument `{name}` to lie in [{low}, {high}], but got values in"
-            f" [{array.min()}, {array.max()}]."
+            f"Expected argument `{name}` to lie in [{low}, {high}], but got values in [{array.min()}, {array.max()}]."
         )
     return array.astype(np.int64)
 
@@ -112,6 +111,12 @@ def _band_columns(table: BandTable, name: str) -> dict[str, np.ndarray]:
     columns = {"band": band.astype(str)}
     for column in _BAND_COLUMNS[1:]:
         columns[column] = _vector(f"{name}['{column}']", table[column], length=band.shape[0]).astype(float)
+    error = columns["error_rate"][np.isfinite(columns["error_rate"])]
+    if error.size and (error.min() < 0.0 or error.max() > 1.0):
+        raise ValueError(
+            f"Expected `{name}['error_rate']` to hold fractions in [0, 1], but got values in"
+            f" [{error.min()}, {error.max()}]. Divide percentages by 100."
+        )
     return columns
 
 
@@ -164,9 +169,7 @@ def error_rate_by_band_figure(band_table: BandTable, *, rho: float | None, split
     ax = fig.add_subplot()
     ax.bar(positions, error, color=_BAR_COLOUR)
     _annotate_counts(ax, positions, error, columns["count"])
-    labels = [
-        f"{band}\n{score:.2f}" for band, score in zip(columns["band"], columns["mean_score"], strict=True)
-    ]
+    labels = [f"{band}\n{score:.2f}" for band, score in zip(columns["band"], columns["mean_score"], strict=True)]
     ax.set_xticks(positions, labels=labels, fontsize=7)
     ax.set_ylim(0.0, 108.0)
     ax.set_xlabel("confusion band (and its mean score, nats)")
@@ -351,13 +354,18 @@ class DifficultyFlowCounts:
     Attributes:
         node_counts: (P, C + 2) samples per node, per probe column.
         node_label_counts: (P, C + 2, C) the same, split by true label.
-        flows: (P - 1, C + 2, C + 2); ``flows[l, a, b]`` counts samples in node a at column l
-            and in node b at column l + 1.
+        label_flows: (P - 1, C + 2, C + 2, C); ``label_flows[l, a, b, c]`` counts samples of
+            true label c in node a at column l and in node b at column l + 1.
     """
 
     node_counts: np.ndarray
     node_label_counts: np.ndarray
-    flows: np.ndarray
+    label_flows: np.ndarray
+
+    @property
+    def flows(self) -> np.ndarray:
+        """(P - 1, C + 2, C + 2) samples moving from node a at column l to node b at column l + 1."""
+        return self.label_flows.sum(axis=-1)
 
     @property
     def num_classes(self) -> int:
@@ -394,9 +402,7 @@ def _flow_inputs(
     depth = _vector("prediction_depth", prediction_depth, length=num_samples)
     classes = _class_count(num_classes, probes.ravel(), final, truth)
     if isinstance(classes, bool) or classes < 1:
-        raise ValueError(
-            f"Expected argument `num_classes` to be a positive integer, but got {num_classes!r}."
-        )
+        raise ValueError(f"Expected argument `num_classes` to be a positive integer, but got {num_classes!r}.")
     probes = _integers("probe_predictions", probes.ravel(), low=0, high=classes - 1).reshape(probes.shape)
     final = _integers("final_prediction", final, low=0, high=classes - 1)
     truth = _integers("labels", truth, low=0, high=classes - 1)
@@ -461,15 +467,13 @@ def difficulty_flow_counts(
     node_label_counts = np.stack(
         [np.bincount(column * classes + truth, minlength=num_nodes * classes) for column in node]
     ).reshape(-1, num_nodes, classes)
-    flows = np.zeros((node.shape[0] - 1, num_nodes, num_nodes), dtype=np.int64)
+    label_flows = np.zeros((node.shape[0] - 1, num_nodes, num_nodes, classes), dtype=np.int64)
     for column, (source, target) in enumerate(itertools.pairwise(node)):
-        np.add.at(flows[column], (source, target), 1)
-    return DifficultyFlowCounts(node_counts, node_label_counts, flows)
+        np.add.at(label_flows[column], (source, target, truth), 1)
+    return DifficultyFlowCounts(node_counts, node_label_counts, label_flows)
 
 
-def _node_spans(
-    counts: np.ndarray, order: Sequence[int], unit: float, gap: float
-) -> dict[int, tuple[float, float]]:
+def _node_spans(counts: np.ndarray, order: Sequence[int], unit: float, gap: float) -> dict[int, tuple[float, float]]:
     """(top, bottom) of every non-empty node, stacked downwards from 0 in ``order`` with gaps."""
     spans: dict[int, tuple[float, float]] = {}
     top = 0.0
@@ -494,44 +498,54 @@ def _band_path(x0: float, x1: float, source: tuple[float, float], target: tuple[
         (x0, source[1]),
         (x0, source[0]),
     ]
-    codes = (
-        [MplPath.MOVETO]
-        + [MplPath.CURVE4] * 3
-        + [MplPath.LINETO]
-        + [MplPath.CURVE4] * 3
-        + [MplPath.CLOSEPOLY]
-    )
+    codes = [MplPath.MOVETO] + [MplPath.CURVE4] * 3 + [MplPath.LINETO] + [MplPath.CURVE4] * 3 + [MplPath.CLOSEPOLY]
     return MplPath(vertices, codes)
+
+
+def _segment_tops(
+    label_counts: np.ndarray, spans: dict[int, tuple[float, float]], unit: float
+) -> dict[tuple[int, int], float]:
+    """Top of each true-label segment inside each node of one column (segments in label order)."""
+    tops: dict[tuple[int, int], float] = {}
+    for node, (top, _) in spans.items():
+        for label, count in enumerate(label_counts[node]):
+            tops[node, label] = top
+            top -= count * unit
+    return tops
 
 
 def _flow_patches(
     counts: DifficultyFlowCounts,
     spans: list[dict[int, tuple[float, float]]],
     order: Sequence[int],
-    node_colours: np.ndarray,
+    link_colours: np.ndarray,
     *,
     unit: float,
     width: float,
 ) -> PatchCollection:
+    """One band per (source node, true label, target node), joining the label's segments of both nodes.
+
+    Out of a segment the bands go in target order, into a segment in source order, so each band
+    leaves and enters the rectangles of the very samples it carries.
+    """
     patches, colours = [], []
-    for column, flows in enumerate(counts.flows):
-        out_top = {node: span[0] for node, span in spans[column].items()}
-        in_top = {node: span[0] for node, span in spans[column + 1].items()}
+    for column, flows in enumerate(counts.label_flows):
+        out_top = _segment_tops(counts.node_label_counts[column], spans[column], unit)
+        in_top = _segment_tops(counts.node_label_counts[column + 1], spans[column + 1], unit)
         for source in order:
-            for target in order:
-                height = flows[source, target] * unit
-                if height == 0:
-                    continue
-                band = _band_path(
-                    column + width / 2,
-                    column + 1 - width / 2,
-                    (out_top[source], out_top[source] - height),
-                    (in_top[target], in_top[target] - height),
-                )
-                out_top[source] -= height
-                in_top[target] -= height
-                patches.append(PathPatch(band))
-                colours.append(node_colours[source])
+            for label in range(counts.num_classes):
+                for target in order:
+                    height = flows[source, target, label] * unit
+                    if height == 0:
+                        continue
+                    start, end = out_top[source, label], in_top[target, label]
+                    band = _band_path(
+                        column + width / 2, column + 1 - width / 2, (start, start - height), (end, end - height)
+                    )
+                    out_top[source, label] -= height
+                    in_top[target, label] -= height
+                    patches.append(PathPatch(band))
+                    colours.append(link_colours[label] if source < counts.num_classes else link_colours[source])
     return PatchCollection(patches, facecolors=colours, edgecolors="none", alpha=0.35)
 
 
@@ -610,9 +624,10 @@ def difficulty_flow_figure(
     One column per probe (input first). In each column, samples that have not yet reached their
     prediction depth are grouped by the class that probe predicts (frame colour = predicted class);
     samples past their depth are collapsed into "settled correct" (top, black frame) and "settled
-    wrong" (bottom, hatched). Every node is a bar stacked by true label (fill colour) and bands
-    between neighbouring columns carry the samples, with widths proportional to counts. The
-    counts come from :func:`difficulty_flow_counts`.
+    wrong" (bottom, hatched). Every node is a bar stacked by true label (fill colour). Bands
+    between neighbouring columns join the true-label segments holding the same samples, with
+    widths proportional to counts, coloured by true label (grey once settled). The counts come
+    from :func:`difficulty_flow_counts`.
 
     Args:
         probe_predictions: (L + 1, N) class predicted by each k-NN probe.
@@ -643,7 +658,7 @@ def difficulty_flow_figure(
     classes = [str(c) for c in range(counts.num_classes)] if class_names is None else list(class_names)
     class_colours = _class_colours(counts.num_classes)
     settled_colours = np.asarray([[0.69, 0.69, 0.69, 1.0], [0.31, 0.31, 0.31, 1.0]])
-    flow_colours = np.concatenate([class_colours, settled_colours])
+    link_colours = np.concatenate([class_colours, settled_colours])
     frame_colours = np.concatenate([class_colours, np.asarray([[0.0, 0.0, 0.0, 1.0]] * 2)])
     order = [counts.settled_correct, *range(counts.num_classes), counts.settled_wrong]
     unit, gap, width = 1.0 / float(counts.node_counts[0].sum()), 0.02, 0.16
@@ -651,7 +666,7 @@ def difficulty_flow_figure(
 
     fig = _new_figure(max(8.0, 1.1 * num_probes + 3.5), 7.0)
     ax = fig.add_subplot()
-    ax.add_collection(_flow_patches(counts, spans, order, flow_colours, unit=unit, width=width))
+    ax.add_collection(_flow_patches(counts, spans, order, link_colours, unit=unit, width=width))
     ax.add_collection(_node_patches(counts, spans, class_colours, unit=unit, width=width))
     _node_frames(ax, counts, spans, frame_colours, width=width)
     _label_nodes(ax, counts, spans, [*classes, "settled correct", "settled wrong"], min_height=0.025)
@@ -664,25 +679,21 @@ def difficulty_flow_figure(
         ax.spines[side].set_visible(False)
     ax.set_xlabel("probe (layer), input first")
     ax.set_ylabel("samples (height ∝ count)")
-    handles = [
-        Patch(facecolor=colour, label=name) for colour, name in zip(class_colours, classes, strict=True)
-    ]
+    handles = [Patch(facecolor=colour, label=name) for colour, name in zip(class_colours, classes, strict=True)]
     handles += [
         Patch(facecolor=_SETTLED_CORRECT_COLOUR, edgecolor="black", label="settled, correct"),
         Patch(facecolor=_SETTLED_WRONG_COLOUR, edgecolor="black", hatch="///", label="settled, wrong"),
     ]
     ax.legend(
         handles=handles,
-        title="fill: true label\nframe: predicted class",
+        title="fill and links: true label\nframe: predicted class",
         loc="upper left",
         bbox_to_anchor=(1.0, 1.0),
         fontsize=7,
         title_fontsize=7,
     )
     num_samples = int(counts.node_counts[0].sum())
-    ax.set_title(
-        f"Difficulty flow: k-NN probe predictions until each sample's prediction depth (n={num_samples})"
-    )
+    ax.set_title(f"Difficulty flow: k-NN probe predictions until each sample's prediction depth (n={num_samples})")
     return fig
 
 
@@ -723,8 +734,7 @@ def perspective_heatmaps_figure(perspectives: Mapping[str, npt.ArrayLike], corre
     """
     if len(perspectives) < 2:
         raise ValueError(
-            "Expected argument `perspectives` to hold at least two perspectives, but got"
-            f" {list(perspectives)}."
+            f"Expected argument `perspectives` to hold at least two perspectives, but got {list(perspectives)}."
         )
     hits = _booleans("correct", correct, length=np.asarray(correct).shape[0])
     values = {
@@ -740,8 +750,7 @@ def perspective_heatmaps_figure(perspectives: Mapping[str, npt.ArrayLike], corre
         x_edges, y_edges = _bin_edges(x[kept]), _bin_edges(y[kept])
         groups = (("correct", kept & hits), ("wrong", kept & ~hits))
         shares = [
-            np.histogram2d(x[mask], y[mask], bins=[x_edges, y_edges])[0] / max(int(mask.sum()), 1)
-            for _, mask in groups
+            np.histogram2d(x[mask], y[mask], bins=[x_edges, y_edges])[0] / max(int(mask.sum()), 1) for _, mask in groups
         ]
         top = max(float(share.max()) for share in shares) or 1.0
         for column, ((group, mask), share) in enumerate(zip(groups, shares, strict=True)):

@@ -40,8 +40,7 @@ def _matrix(embeddings: ImageLike) -> np.ndarray:
     matrix = np.asarray(embeddings, dtype=np.float32)
     if matrix.ndim != 2 or matrix.shape[0] < 1 or matrix.shape[1] < 1:
         raise ValueError(
-            "Expected argument `embeddings` to have shape (N, d) with N, d >= 1, but got shape"
-            f" {matrix.shape}."
+            f"Expected argument `embeddings` to have shape (N, d) with N, d >= 1, but got shape {matrix.shape}."
         )
     if not np.all(np.isfinite(matrix)):
         raise ValueError("Expected argument `embeddings` to hold finite values, but it contains NaN or inf.")
@@ -118,9 +117,7 @@ def _folder_name(tag: str, global_step: int) -> str:
     if not isinstance(tag, str) or tag.strip(".") == "":
         raise ValueError(f"Expected argument `tag` to be a non-empty name, but got {tag!r}.")
     if isinstance(global_step, bool) or not isinstance(global_step, int) or global_step < 0:
-        raise ValueError(
-            f"Expected argument `global_step` to be a non-negative integer, but got {global_step!r}."
-        )
+        raise ValueError(f"Expected argument `global_step` to be a non-negative integer, but got {global_step!r}.")
     return f"{global_step:05d}/{quote(tag, safe='')}"
 
 
@@ -179,9 +176,7 @@ def write_projector(
     lines = _metadata_lines(metadata, length)
     image_array = None if images is None else _image_array(images, length)
     folder.mkdir(parents=True, exist_ok=True)
-    embedding = EmbeddingInfo(
-        tensor_name=f"{tag}:{global_step:05d}", tensor_path=str(relative / "tensors.tsv")
-    )
+    embedding = EmbeddingInfo(tensor_name=f"{tag}:{global_step:05d}", tensor_path=str(relative / "tensors.tsv"))
     embedding.tensor_shape.extend(matrix.shape)
     np.savetxt(folder / "tensors.tsv", matrix, fmt="%.7g", delimiter="\t")
     if lines:

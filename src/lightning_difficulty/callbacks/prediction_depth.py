@@ -1,0 +1,271 @@
+"""PredictionDepth: layer-wise k-NN probes on hooked activations (Baldock et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from torch import nn
+from torch.utils.data import DataLoader
+from typing_extensions import override
+
+from lightning_difficulty.callbacks._probe import ProbeConfig, neighbour_labels_by_split
+from lightning_difficulty.callbacks._tap import resolve_modules
+from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir
+from lightning_difficulty.data import BatchKeys
+from lightning_difficulty.functional.knn import knn_search, knn_vote, neighbour_disagreement
+from lightning_difficulty.functional.prediction_depth import prediction_depth
+from lightning_difficulty.inference import PassRequest, Reduction, SplitArrays, fit_end_arrays, run_pass
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+INPUT_PROBE = "input"
+
+
+class PredictionDepth(DifficultyCallback):
+    """Prediction depth per sample from k-NN probes on the input and on each probed layer.
+
+    At fit end the final model runs once in eval mode over the training data (the probes' reference
+    set, with true labels) and the validation data; every probed layer's output is reduced (see
+    :class:`~lightning_difficulty.inference.ActivationReducer`) and stored on disk. Probe ``l``
+    votes with the ``k`` nearest training embeddings (Euclidean, majority, ties to the smallest
+    class; training samples leave themselves out). ``PD(x)`` is the first probe from which every
+    later probe agrees with the network's final prediction; ``L + 1`` if even the last disagrees.
+
+    Columns: ``prediction_depth``, ``knn:input`` and ``knn:<layer>`` (each probe's vote) and
+    ``kdn:<layer>`` (share of the probe's neighbours whose label differs from the prediction).
+
+    Args:
+        layers: module names (as in ``named_modules()``) in forward order, or ``"auto"``: the model's
+            top-level blocks in the order they run (observed on the first training batch).
+        k: neighbours per probe (Baldock et al.: 30).
+        reduction: ``"auto"`` (pool conv maps, project wide outputs to 256 dims, float16) or ``None``
+            (raw flattened activations, float32).
+        index: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate, for large reference sets).
+        index_options: passed to :func:`~lightning_difficulty.functional.knn.build_index` (``nlist``,
+            ``nprobe``, ``hnsw_m``, ``ef_search``).
+        input_size: average-pool image inputs to this side length before the input probe.
+        reference_dataloader: un-augmented training data for the reference set (default: the
+            training dataloader without shuffling).
+        every_n_epochs: also compute depth every N epochs during training (logged to TensorBoard).
+
+    Example::
+
+        PredictionDepth(layers=["features.2", "features.5", "features.8", "classifier"], k=30)
+    """
+
+    def __init__(
+        self,
+        layers: list[str] | Literal["auto"] = "auto",
+        *,
+        k: int = 30,
+        reduction: Reduction = "auto",
+        index: Literal["flat", "ivf", "hnsw"] = "flat",
+        index_options: dict[str, Any] | None = None,
+        input_size: int | None = None,
+        reference_dataloader: DataLoader | None = None,
+        every_n_epochs: int | None = None,
+        batch_keys: BatchKeys | None = None,
+        logits_from: str | None = None,
+        use_gpu: bool | Literal["auto"] = "auto",
+    ) -> None:
+        if layers != "auto" and (not isinstance(layers, (list, tuple)) or not layers):
+            raise ValueError(f"Invalid value for layers={layers!r}. Give a non-empty list of module names or 'auto'.")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"Expected argument `k` to be a positive integer, but got {k!r}.")
+        if index not in ("flat", "ivf", "hnsw"):
+            raise ValueError(f"Invalid value for index={index!r}. Must be 'flat', 'ivf' or 'hnsw'.")
+        if every_n_epochs is not None and (not isinstance(every_n_epochs, int) or every_n_epochs < 1):
+            raise ValueError(
+                f"Expected argument `every_n_epochs` to be a positive integer, but got {every_n_epochs!r}."
+            )
+        self.layers: list[str] | None = None if layers == "auto" else list(layers)
+        self.reduction = reduction
+        self.probe = ProbeConfig(k, index, tuple(sorted((index_options or {}).items())), use_gpu)
+        self.input_size = input_size
+        self.reference_dataloader = reference_dataloader
+        self.every_n_epochs = every_n_epochs
+        self.batch_keys = batch_keys
+        self.logits_from = logits_from
+        self.results: Columns = {}
+        self.depth_history: dict[int, dict[str, float]] = {}
+        self._arrays: dict[str, SplitArrays] = {}
+        self._computed_step: int | None = None
+        self._order_handles: list[Any] = []
+        self._order: list[str] = []
+
+    @property
+    def probe_names(self) -> list[str]:
+        """``["input", *layers]``: the probes in order (probe 0 is the input)."""
+        return [INPUT_PROBE, *(self.layers or [])]
+
+    # -- layer resolution --------------------------------------------------------------------------
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.layers is not None:
+            resolve_modules(pl_module, self.layers, argument="layers")
+        elif stage == "fit":
+            self._watch_forward_order(pl_module)
+
+    def _watch_forward_order(self, pl_module: nn.Module) -> None:
+        root, prefix = pl_module, ""
+        while len(list(root.children())) == 1:  # a wrapper such as `self.net = resnet18()`
+            name, root = next(iter(root.named_children()))
+            prefix += name + "."
+        for name, child in root.named_children():
+            self._order_handles.append(child.register_forward_hook(self._make_order_hook(prefix + name)))
+
+    def _make_order_hook(self, name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if name not in self._order:
+                self._order.append(name)
+
+        return hook
+
+    def _stop_watching(self) -> None:
+        for handle in self._order_handles:
+            handle.remove()
+        self._order_handles.clear()
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.layers is None and self._order:
+            self.layers = list(self._order)
+            self._stop_watching()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stop_watching()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._stop_watching()
+
+    @override
+    def pass_layers(self) -> dict[str, Any]:
+        return {name: self.reduction for name in self.layers or []}
+
+    @override
+    def needs_pass_inputs(self) -> bool:
+        return True
+
+    # -- computation ---------------------------------------------------------------------------------
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        request = PassRequest(
+            layers=self.pass_layers(),
+            keep_inputs=True,
+            input_size=self.input_size,
+            batch_keys=self.batch_keys or BatchKeys(),
+            logits_from=self.logits_from,
+            reference_dataloader=self.reference_dataloader,
+        )
+        arrays = run_pass(trainer, pl_module, request, default_run_dir(trainer) / "cache" / "during_fit")
+        if trainer.is_global_zero:
+            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays).items()}
+            self.depth_history[trainer.current_epoch] = {s: float(d.mean()) for s, d in depths.items()}
+            _log_depths(trainer, depths, trainer.current_epoch)
+
+    @override
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._computed_step == trainer.global_step:
+            return
+        if self.layers is None:
+            raise RuntimeError("PredictionDepth(layers='auto') saw no training batch, so the layer order is unknown.")
+        self._arrays = fit_end_arrays(trainer, pl_module, _cache_dir(trainer))
+        if trainer.is_global_zero:
+            self.results = self._probe_all(self._arrays)
+        self._computed_step = trainer.global_step
+
+    def _probe_all(self, arrays: dict[str, SplitArrays]) -> Columns:
+        reference = arrays["train"]
+        ref_labels = np.asarray(reference.labels)
+        final = {split: data.predictions for split, data in arrays.items()}
+        votes: dict[str, list[np.ndarray]] = {split: [] for split in arrays}
+        out: Columns = {split: {} for split in arrays}
+        for probe in self.probe_names:
+            embeddings = {split: _probe_embedding(data, probe) for split, data in arrays.items()}
+            neighbours = neighbour_labels_by_split(
+                _probe_embedding(reference, probe), ref_labels, embeddings, self.probe
+            )
+            for split, labels in neighbours.items():
+                vote = knn_vote(labels, num_classes=reference.logits.shape[1])
+                votes[split].append(vote)
+                out[split][f"knn:{probe}"] = vote
+                out[split][f"kdn:{probe}"] = neighbour_disagreement(labels, final[split])
+        for split in arrays:
+            out[split]["prediction_depth"] = prediction_depth(np.stack(votes[split]), final[split])
+        return out
+
+    def nearest_neighbours(
+        self, split: str, indices: np.ndarray, *, k: int = 5
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """For the given samples of ``split``: ``probe -> (distances (n, k), training ids (n, k))``.
+
+        Available after fit while the fit-end arrays are on disk (``DifficultyReport(keep_cache=True)``
+        keeps them; the report uses this for its instance view before cleaning up).
+        """
+        out = {}
+        reference = self._arrays["train"]
+        for probe in self.probe_names:
+            queries = _probe_embedding(self._arrays[split], probe)[np.asarray(indices)]
+            ids = np.asarray(indices) if split == "train" else None
+            out[probe] = knn_search(
+                _probe_embedding(reference, probe), queries, k, exclude_self=ids is not None, query_ids=ids
+            )
+        return out
+
+    @override
+    def columns(self) -> Columns:
+        return self.results
+
+    @override
+    def summary(self) -> dict[str, Any]:
+        if not self.results:
+            return {}
+        out: dict[str, Any] = {"probes": self.probe_names, "k": self.probe.k}
+        for split, cols in self.results.items():
+            depth = cols["prediction_depth"]
+            labels = np.asarray(self._arrays[split].labels)
+            final = self._arrays[split].predictions
+            out[split] = {
+                "mean_prediction_depth": float(depth.mean()),
+                "depth_counts": np.bincount(depth, minlength=len(self.probe_names) + 1).tolist(),
+                "probe_accuracy": {p: float((cols[f"knn:{p}"] == labels).mean()) for p in self.probe_names},
+                "probe_agreement": {p: float((cols[f"knn:{p}"] == final).mean()) for p in self.probe_names},
+            }
+        if self.depth_history:
+            out["mean_depth_during_training"] = self.depth_history
+        return out
+
+
+def _probe_embedding(data: SplitArrays, probe: str) -> np.ndarray:
+    if probe == INPUT_PROBE:
+        assert data.inputs is not None
+        return data.inputs
+    return data.layers[probe]
+
+
+def _cache_dir(trainer: pl.Trainer) -> Any:
+    from lightning_difficulty.callbacks.report import DifficultyReport
+
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(cb, DifficultyReport):
+            return cb.run_dir(trainer) / "cache"
+    return default_run_dir(trainer) / "cache"
+
+
+def _log_depths(trainer: pl.Trainer, depths: dict[str, np.ndarray], epoch: int) -> None:
+    from lightning_difficulty.views.tensorboard import tensorboard_writer
+
+    writer = tensorboard_writer(trainer)
+    if writer is None:
+        return
+    for split, depth in depths.items():
+        writer.add_scalar(f"difficulty/prediction_depth_mean/{split}", float(depth.mean()), epoch)
+        writer.add_histogram(f"difficulty/prediction_depth_during_training/{split}", depth, epoch)

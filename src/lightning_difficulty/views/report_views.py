@@ -1,0 +1,199 @@
+"""Log the report's views to TensorBoard: the report owns files and views, the scores arrive ready."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lightning_difficulty.analysis import PERSPECTIVES
+from lightning_difficulty.views import figures
+from lightning_difficulty.views.images import hardest_easiest_grid_figure, neighbour_strip_figure, to_display_images
+from lightning_difficulty.views.projector import write_projector
+
+ImageFetcher = Callable[[str, Sequence[int]], torch.Tensor]
+"""``(split, dataset indices) -> stacked inputs``."""
+
+
+@dataclass
+class ViewOptions:
+    class_names: list[str]
+    grid_per_class: int = 4
+    projector_split: str = "val"
+    projector_max_samples: int = 4000
+    instances_per_pattern: int = 1
+    neighbours: int = 5
+
+
+def log_split_views(
+    writer: Any,
+    split: str,
+    rows: pd.DataFrame,
+    summary: dict[str, Any],
+    step: int,
+    options: ViewOptions,
+    fetch: ImageFetcher,
+) -> None:
+    """Every per-split figure the table supports (columns decide which)."""
+    band = summary.get("error_by_confusion_band")
+    if band is not None:
+        fig = figures.error_rate_by_band_figure(pd.DataFrame(band["bands"]), rho=band["pearson_rho"], split=split)
+        writer.add_figure(f"difficulty/error_rate_by_confusion_band/{split}", fig, step)
+    if "correct" in rows:
+        fig = figures.confusion_matrix_figure(
+            rows["label"].to_numpy(), rows["prediction"].to_numpy(), class_names=options.class_names
+        )
+        writer.add_figure(f"difficulty/confusion_matrix/{split}", fig, step)
+    present = {c: rows[c].to_numpy(float) for c in PERSPECTIVES if c in rows and rows[c].notna().all()}
+    if len(present) >= 2 and "correct" in rows:
+        fig = figures.perspective_heatmaps_figure(present, rows["correct"].to_numpy(bool))
+        writer.add_figure(f"difficulty/perspectives/{split}", fig, step)
+    if "confusion" in rows and options.grid_per_class > 0:
+        _log_grid(writer, split, rows, step, options, fetch)
+    if "pattern" in rows and "patterns" in summary:
+        writer.add_text(f"difficulty/patterns/{split}", figures.pattern_table_markdown(summary["patterns"]), step)
+    if "error_category" in rows:
+        for group in ("confusion_band", "pattern"):
+            if group in rows:
+                wrong = rows[rows["error_category"] != "correct"]
+                fig = figures.category_shares_figure(
+                    wrong["error_category"], wrong[group].astype(str), group_name=group
+                )
+                writer.add_figure(f"difficulty/error_categories_by_{group}/{split}", fig, step)
+
+
+def log_depth_views(
+    writer: Any, split: str, rows: pd.DataFrame, probes: list[str], step: int, options: ViewOptions
+) -> None:
+    """Prediction-depth histogram, accuracy vs depth, per-probe accuracy and the difficulty flow."""
+    depth = rows["prediction_depth"].to_numpy()
+    num_probes = len(probes)
+    writer.add_figure(
+        f"difficulty/prediction_depth/{split}",
+        figures.prediction_depth_histogram_figure(depth, num_probes=num_probes, split=split),
+        step,
+    )
+    writer.add_histogram(f"difficulty/prediction_depth_hist/{split}", depth, step)
+    correct = rows["correct"].to_numpy(bool)
+    writer.add_figure(
+        f"difficulty/accuracy_by_depth/{split}",
+        figures.accuracy_by_depth_figure(depth, correct, num_probes=num_probes),
+        step,
+    )
+    votes = np.stack([rows[f"knn:{p}"].to_numpy() for p in probes])
+    labels, final = rows["label"].to_numpy(), rows["prediction"].to_numpy()
+    accuracies = {
+        "probe vs label": (votes == labels).mean(axis=1),
+        "probe vs final prediction": (votes == final).mean(axis=1),
+    }
+    writer.add_figure(f"difficulty/probe_accuracy/{split}", figures.probe_accuracy_figure(probes, accuracies), step)
+    fig = figures.difficulty_flow_figure(
+        votes, final, labels, depth, layer_names=probes, class_names=options.class_names
+    )
+    writer.add_figure(f"difficulty/difficulty_flow/{split}", fig, step)
+
+
+def _log_grid(
+    writer: Any, split: str, rows: pd.DataFrame, step: int, options: ViewOptions, fetch: ImageFetcher
+) -> None:
+    scored = rows[rows["confusion"].notna()]
+    chosen = []
+    for _, group in scored.groupby("label"):
+        ordered = group.sort_values("confusion")
+        chosen += [ordered.head(options.grid_per_class), ordered.tail(options.grid_per_class)]
+    picked = pd.concat(chosen).drop_duplicates("index")
+    fig = hardest_easiest_grid_figure(
+        fetch(split, picked["index"].tolist()),
+        picked["confusion"].to_numpy(),
+        picked["label"].to_numpy(),
+        class_names=options.class_names,
+        per_class=options.grid_per_class,
+    )
+    writer.add_figure(f"difficulty/hardest_easiest/{split}", fig, step)
+
+
+def write_projection(
+    log_dir: str, rows: pd.DataFrame, embeddings: np.ndarray, step: int, options: ViewOptions, fetch: ImageFetcher
+) -> None:
+    """Projector embedding of the query split with every per-sample column as metadata and sprites."""
+    keep = rows["index"].to_numpy()
+    if len(keep) > options.projector_max_samples:
+        keep = np.sort(np.random.default_rng(0).choice(keep, options.projector_max_samples, replace=False))
+    selected = rows.set_index("index").loc[keep]
+    metadata = {"index": keep}
+    for column in (
+        "label",
+        "prediction",
+        "correct",
+        "confusion",
+        "prediction_depth",
+        "kdn",
+        "human_difficulty",
+        "pattern",
+        "error_category",
+    ):
+        if column in selected:
+            values = selected[column].to_numpy()
+            metadata[column] = np.round(values, 3) if values.dtype.kind == "f" else values
+    for column in ("label", "prediction"):
+        if column in metadata:
+            metadata[f"{column}_name"] = np.asarray(options.class_names)[metadata[column]]
+    images = to_display_images(fetch(options.projector_split, keep.tolist()))
+    write_projector(
+        log_dir,
+        f"difficulty/{options.projector_split}",
+        np.asarray(embeddings)[keep],
+        metadata,
+        images=images,
+        global_step=step,
+    )
+
+
+def log_instance_views(
+    writer: Any,
+    split: str,
+    rows: pd.DataFrame,
+    neighbours: Callable[[np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]],
+    train_labels: np.ndarray,
+    step: int,
+    options: ViewOptions,
+    fetch: ImageFetcher,
+) -> None:
+    """For the most telling samples of each pattern: the sample and its nearest training neighbours per probe."""
+    picks = _interesting_samples(rows, options.instances_per_pattern)
+    if not picks:
+        return
+    found = neighbours(np.asarray([i for _, i in picks]))
+    names = options.class_names
+    for position, (pattern, index) in enumerate(picks):
+        row = rows.set_index("index").loc[index]
+        strips = []
+        for probe, (dist, ids) in found.items():
+            images = fetch("train", ids[position].tolist())
+            strips.append(
+                (
+                    probe,
+                    [
+                        (images[j], f"{names[train_labels[t]]} d={dist[position, j]:.2f}")
+                        for j, t in enumerate(ids[position])
+                    ],
+                )
+            )
+        caption = f"#{index} pattern {pattern}: label {names[int(row['label'])]}, pred {names[int(row['prediction'])]}"
+        fig = neighbour_strip_figure(fetch(split, [index])[0], caption, strips)
+        writer.add_figure(f"difficulty/instances/{split}/pattern_{pattern}", fig, step)
+
+
+def _interesting_samples(rows: pd.DataFrame, per_pattern: int) -> list[tuple[str, int]]:
+    if "pattern" not in rows or per_pattern <= 0:
+        return []
+    score = "prediction_depth" if "prediction_depth" in rows else "confusion"
+    picks = []
+    for pattern, group in rows.groupby("pattern"):
+        for index in group.nlargest(per_pattern, score)["index"]:
+            picks.append((str(pattern), int(index)))
+    return picks
