@@ -130,7 +130,7 @@ def test_ddp_matches_one_process_including_sampler_padding(tmp_path: Path) -> No
     pd.testing.assert_frame_equal(single, ddp, rtol=1e-5)
     assert single["confusion"].notna().all()
     for split in ("train", "val"):
-        name = Path("difficulty") / "records" / split / "epoch_0001.probs.npy"
+        name = Path("out") / "records" / split / "epoch_0001.probs.npy"
         np.testing.assert_allclose(np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name), rtol=1e-5)
 
 

@@ -166,8 +166,8 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 def test_ddp_ranks_keep_the_single_process_q(tmp_path: Path) -> None:
-    # fork (where available) skips re-importing torch and Lightning in the children
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # spawn, not fork: forking after torch started its OpenMP thread pool can deadlock the children
+    method = "spawn"
     args = (2, str(tmp_path / "init"), str(tmp_path))
     mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method=method)
     traces = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from lightning_difficulty.functional.bands import threshold_bands
 from lightning_difficulty.functional.errors import (
     OovScorer,
     classify_errors,
@@ -24,6 +25,7 @@ from lightning_difficulty.functional.errors import (
 )
 from lightning_difficulty.functional.human import perspective_correlations
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds, assign_patterns, pattern_summary
+from lightning_difficulty.manifest import GroupsManifest, HardSubsetManifest
 
 PERSPECTIVES = ("confusion", "prediction_depth", "kdn", "human_difficulty")
 
@@ -128,3 +130,73 @@ def error_report(rows: pd.DataFrame, *, band_column: str | None = None) -> dict[
         if name and name in rows:
             out[f"by_{name}"] = error_category_summary(categories, by=rows[name].astype(str).to_numpy())
     return out
+
+
+@dataclass(frozen=True)
+class HardSubsetSpec:
+    """Which samples form the hard benchmark: the top ``fraction`` (or ``top_k``) by ``score`` in each split.
+
+    The manifest (``hard_subset.json``) is written for ``split``.
+    """
+
+    fraction: float | None = 0.1
+    top_k: int | None = None
+    split: str = "val"
+    score: str = "confusion"
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """GroupDRO groups from confusion bands: ``num_bands`` quantile bands or fixed ``thresholds`` (nats).
+
+    Edges are fitted on ``split`` (the training data, which GroupDRO retrains on) and applied to every
+    split. Albiero et al. split ImageNet at 5 nats: ``GroupSpec(thresholds=(5.0,))``.
+    """
+
+    num_bands: int | None = 2
+    thresholds: tuple[float, ...] | None = None
+    split: str = "train"
+    score: str = "confusion"
+
+
+def hard_column(rows: pd.DataFrame, spec: HardSubsetSpec) -> HardSubsetManifest | None:
+    """Mark ``rows["hard"]`` and return the split's manifest (``None`` without finite scores)."""
+    scores = rows[spec.score].to_numpy(float) if spec.score in rows else None
+    if scores is None or not np.isfinite(scores).all():
+        return None
+    manifest = HardSubsetManifest.from_scores(
+        scores,
+        split=str(rows["split"].iloc[0]),
+        score=spec.score,
+        fraction=spec.fraction if spec.top_k is None else None,
+        top_k=spec.top_k,
+        labels=rows["label"].to_numpy(np.int64),
+    )
+    hard = np.zeros(len(rows), dtype=bool)
+    hard[np.asarray(manifest.indices)] = True
+    rows["hard"] = hard
+    return manifest
+
+
+def group_manifest(rows: pd.DataFrame, spec: GroupSpec) -> GroupsManifest | None:
+    """Fit the band edges on one split (``None`` without finite scores)."""
+    scores = rows[spec.score].to_numpy(float) if spec.score in rows else None
+    if scores is None or not np.isfinite(scores).all():
+        return None
+    return GroupsManifest.from_scores(
+        scores,
+        split=str(rows["split"].iloc[0]),
+        score=spec.score,
+        num_bands=spec.num_bands if spec.thresholds is None else None,
+        thresholds=spec.thresholds,
+        labels=rows["label"].to_numpy(np.int64),
+    )
+
+
+def group_column(rows: pd.DataFrame, manifest: GroupsManifest) -> np.ndarray:
+    """Band id of every row with the manifest's edges (-1 where the score is missing)."""
+    scores = rows[manifest.score].to_numpy(float)
+    groups = np.full(len(rows), -1, dtype=np.int64)
+    seen = np.isfinite(scores)
+    groups[seen] = threshold_bands(scores[seen], thresholds=manifest.edges)
+    return groups

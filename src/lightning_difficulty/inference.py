@@ -112,12 +112,19 @@ class PassRequest:
 _PASSES: WeakKeyDictionary[Any, tuple[int, dict[str, SplitArrays]]] = WeakKeyDictionary()
 
 
-def fit_end_arrays(trainer: pl.Trainer, pl_module: pl.LightningModule, cache_dir: Path) -> dict[str, SplitArrays]:
+def cache_dir(trainer: pl.Trainer) -> Path:
+    """``<run dir>/cache``: where the pass arrays live until the report has used them."""
+    from lightning_difficulty.callbacks.base import run_dir
+
+    return run_dir(trainer) / "cache"
+
+
+def fit_end_arrays(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, SplitArrays]:
     """Run the fit-end pass once per fit (collective under DDP) and return ``split -> arrays``."""
     cached = _PASSES.get(trainer)
     if cached is not None and cached[0] == trainer.global_step:
         return cached[1]
-    arrays = run_pass(trainer, pl_module, collect_request(trainer), cache_dir)
+    arrays = run_pass(trainer, pl_module, collect_request(trainer), cache_dir(trainer))
     _PASSES[trainer] = (trainer.global_step, arrays)
     return arrays
 

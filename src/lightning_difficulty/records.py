@@ -58,6 +58,7 @@ class EpochRecorder:
     _buffered_rows: int = 0
 
     def __post_init__(self) -> None:
+        self.topk = min(self.topk, self.num_classes)
         self.directory = Path(self.directory) / self.split
         self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -118,7 +119,8 @@ class EpochRecorder:
             path.unlink(missing_ok=True)
 
     def finish_epoch(self, epoch: int, *, world_size: int) -> None:
-        """Merge all ranks' logs into the epoch file. Call on rank 0 after every rank flushed."""
+        """Merge all ranks' logs into the epoch file. Call on rank 0 after every other rank flushed."""
+        self.flush()
         if self.kind == "probs":
             merged = self._merge_mean(world_size)
             write_npy(self.epoch_path(epoch, "probs"), merged)

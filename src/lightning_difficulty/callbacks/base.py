@@ -26,6 +26,16 @@ def default_run_dir(trainer: pl.Trainer) -> Path:
     return Path(root) / "difficulty"
 
 
+def run_dir(trainer: pl.Trainer) -> Path:
+    """The run's output folder: the DifficultyReport's ``dirpath`` when there is one, else the default."""
+    from lightning_difficulty.callbacks.report import DifficultyReport
+
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(cb, DifficultyReport):
+            return cb.run_dir(trainer)
+    return default_run_dir(trainer)
+
+
 class DifficultyCallback(Callback):
     """A callback that contributes per-sample columns to the difficulty table.
 

@@ -13,7 +13,7 @@ from typing_extensions import override
 
 from lightning_difficulty.callbacks._distributed import all_gather_int, all_reduce_, barrier
 from lightning_difficulty.callbacks._tap import LogitsTap, no_logits_error
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir, split_name
+from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, run_dir, split_name
 from lightning_difficulty.data import BatchKeys, unpack_batch
 from lightning_difficulty.functional.confusion import mean_over_epochs, softmax_entropy
 from lightning_difficulty.records import EpochRecorder
@@ -78,7 +78,7 @@ class ConfusionScore(DifficultyCallback):
         topk: vector length of the ``"topk"`` record.
         batch_keys: where the index/target are in the batch.
         logits_from: name of the submodule whose output are the logits (default: the module's forward).
-        record_dir: where records go (default ``<trainer.log_dir>/difficulty/records``).
+        record_dir: where records go (default ``<run dir>/records``, beside the report's table).
 
     Example::
 
@@ -238,7 +238,7 @@ class ConfusionScore(DifficultyCallback):
         state = _SplitState(num_samples, int(logits.shape[1]), logits.device)
         kind = self._record_kind(state.num_classes)
         if kind != "none":
-            directory = Path(self.record_dir) if self.record_dir else default_run_dir(trainer) / "records"
+            directory = Path(self.record_dir) if self.record_dir else run_dir(trainer) / "records"
             state.recorder = EpochRecorder(
                 directory, split, num_samples, state.num_classes, kind=kind, topk=self.topk, rank=self._rank
             )

@@ -64,9 +64,7 @@ class DataDifficulty(DifficultyCallback):
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._computed_step == trainer.global_step:
             return
-        from lightning_difficulty.callbacks.prediction_depth import _cache_dir
-
-        arrays = fit_end_arrays(trainer, pl_module, _cache_dir(trainer))
+        arrays = fit_end_arrays(trainer, pl_module)
         if trainer.is_global_zero:
             reference = arrays["train"]
             assert reference.inputs is not None

@@ -85,9 +85,7 @@ class HumanAlignment(DifficultyCallback):
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._computed_step == trainer.global_step:
             return
-        from lightning_difficulty.callbacks.prediction_depth import _cache_dir
-
-        arrays = fit_end_arrays(trainer, pl_module, _cache_dir(trainer))
+        arrays = fit_end_arrays(trainer, pl_module)
         if self.split not in arrays:
             raise ValueError(f"Invalid value for split={self.split!r}. The trainer has splits {sorted(arrays)}.")
         data = arrays[self.split]

@@ -11,11 +11,11 @@ from typing_extensions import override
 
 from lightning_difficulty.callbacks._probe import ProbeConfig, neighbour_labels_by_split
 from lightning_difficulty.callbacks._tap import resolve_modules
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir
+from lightning_difficulty.callbacks.base import Columns, DifficultyCallback
 from lightning_difficulty.data import BatchKeys
 from lightning_difficulty.functional.knn import knn_search, knn_vote, neighbour_disagreement
 from lightning_difficulty.functional.prediction_depth import prediction_depth
-from lightning_difficulty.inference import PassRequest, Reduction, SplitArrays, fit_end_arrays, run_pass
+from lightning_difficulty.inference import PassRequest, Reduction, SplitArrays, cache_dir, fit_end_arrays, run_pass
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -165,7 +165,7 @@ class PredictionDepth(DifficultyCallback):
             logits_from=self.logits_from,
             reference_dataloader=self.reference_dataloader,
         )
-        arrays = run_pass(trainer, pl_module, request, default_run_dir(trainer) / "cache" / "during_fit")
+        arrays = run_pass(trainer, pl_module, request, cache_dir(trainer) / "during_fit")
         if trainer.is_global_zero:
             depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays).items()}
             self.depth_history[trainer.current_epoch] = {s: float(d.mean()) for s, d in depths.items()}
@@ -177,7 +177,7 @@ class PredictionDepth(DifficultyCallback):
             return
         if self.layers is None:
             raise RuntimeError("PredictionDepth(layers='auto') saw no training batch, so the layer order is unknown.")
-        self._arrays = fit_end_arrays(trainer, pl_module, _cache_dir(trainer))
+        self._arrays = fit_end_arrays(trainer, pl_module)
         if trainer.is_global_zero:
             self.results = self._probe_all(self._arrays)
         self._computed_step = trainer.global_step
@@ -249,15 +249,6 @@ def _probe_embedding(data: SplitArrays, probe: str) -> np.ndarray:
         assert data.inputs is not None
         return data.inputs
     return data.layers[probe]
-
-
-def _cache_dir(trainer: pl.Trainer) -> Any:
-    from lightning_difficulty.callbacks.report import DifficultyReport
-
-    for cb in trainer.callbacks:  # type: ignore[attr-defined]
-        if isinstance(cb, DifficultyReport):
-            return cb.run_dir(trainer) / "cache"
-    return default_run_dir(trainer) / "cache"
 
 
 def _log_depths(trainer: pl.Trainer, depths: dict[str, np.ndarray], epoch: int) -> None:

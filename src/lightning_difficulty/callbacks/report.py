@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from lightning_difficulty import analysis
-from lightning_difficulty.analysis import ErrorTaxonomy
+from lightning_difficulty.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
 from lightning_difficulty.callbacks._distributed import barrier
 from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir
 from lightning_difficulty.functional.bands import band_error_correlation
@@ -49,6 +51,8 @@ class DifficultyReport(Callback):
         class_names: names for figures (default ``"0"``, ``"1"``, ...).
         taxonomy: thresholds that binarise the perspectives for the ``pattern`` column.
         error_taxonomy: options for the ``error_category`` column (default: off).
+        hard_subset: the hard benchmark (``hard`` column, ``hard_subset.json``); ``None`` to skip.
+        groups: GroupDRO groups from confusion bands (``group`` column, ``groups.json``); ``None`` to skip.
         projector_split: split shown in TensorBoard's Projector (needs PredictionDepth for embeddings).
         keep_cache: keep the fit-end pass arrays (``cache/``: logits, layer embeddings) on disk.
 
@@ -68,6 +72,8 @@ class DifficultyReport(Callback):
         class_names: Sequence[str] | None = None,
         taxonomy: TaxonomyThresholds | None = None,
         error_taxonomy: ErrorTaxonomy | None = None,
+        hard_subset: HardSubsetSpec | None = HardSubsetSpec(),
+        groups: GroupSpec | None = GroupSpec(),
         projector_split: str = "val",
         keep_cache: bool = False,
     ) -> None:
@@ -83,6 +89,8 @@ class DifficultyReport(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.taxonomy = taxonomy or TaxonomyThresholds()
         self.error_taxonomy = error_taxonomy
+        self.hard_subset = hard_subset
+        self.groups = groups
         self.projector_split = projector_split
         self.keep_cache = keep_cache
         self.table: pd.DataFrame | None = None
@@ -97,10 +105,11 @@ class DifficultyReport(Callback):
         callbacks = [cb for cb in trainer.callbacks if isinstance(cb, DifficultyCallback)]  # type: ignore[attr-defined]
         for cb in callbacks:
             cb.compute(trainer, pl_module)
-        arrays = fit_end_arrays(trainer, pl_module, run_dir / "cache")
+        arrays = fit_end_arrays(trainer, pl_module)
         if trainer.is_global_zero:
             table = build_table(_merge_columns(arrays, callbacks))
             self.table, self.summary = self._analyse(table, callbacks)
+            self._write_manifests(run_dir, trainer)
             write_table(self.table, run_dir / "scores.parquet")
             write_json(run_dir / "summary.json", self.summary)
             self._log_views(trainer, arrays, callbacks)
@@ -150,6 +159,34 @@ class DifficultyReport(Callback):
                 rows["confusion_band"] = bands
         return entry
 
+    def _write_manifests(self, run_dir: Path, trainer: pl.Trainer) -> None:
+        """Hard subset and GroupDRO groups: columns in the table, manifests beside it."""
+        assert self.table is not None
+        parts = dict(tuple(self.table.groupby("split", sort=False)))
+        metadata = {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "run_dir": str(run_dir)}
+        if self.hard_subset is not None:
+            for split, rows in parts.items():
+                manifest = analysis.hard_column(rows, self.hard_subset)
+                if manifest is not None and split == self.hard_subset.split:
+                    manifest = dataclasses.replace(manifest, metadata=metadata)
+                    manifest.to_json(run_dir / "hard_subset.json")
+                    self.summary["hard_subset"] = {
+                        "split": split,
+                        "size": len(manifest.indices),
+                        "threshold": manifest.threshold,
+                    }
+        fitted = parts.get(self.groups.split) if self.groups is not None else None
+        groups = (
+            analysis.group_manifest(fitted, self.groups) if fitted is not None and self.groups is not None else None
+        )
+        if groups is not None:
+            groups = dataclasses.replace(groups, metadata=metadata)
+            groups.to_json(run_dir / "groups.json")
+            for rows in parts.values():
+                rows["group"] = analysis.group_column(rows, groups)
+            self.summary["groups"] = {"split": groups.split, "edges": list(groups.edges), "sizes": list(groups.sizes)}
+        self.table = pd.concat(parts.values(), ignore_index=True)
+
     # -- TensorBoard -------------------------------------------------------------------------------
     def _log_views(
         self, trainer: pl.Trainer, arrays: dict[str, SplitArrays], callbacks: list[DifficultyCallback]
@@ -184,7 +221,7 @@ class DifficultyReport(Callback):
                     writer,
                     split,
                     rows,
-                    lambda ids, s=split: depth.nearest_neighbours(s, ids),
+                    functools.partial(depth.nearest_neighbours, split),
                     train_labels,
                     step,
                     options,

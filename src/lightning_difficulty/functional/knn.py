@@ -6,10 +6,11 @@ converted to float32 one chunk at a time, never as a whole.
 
 Exact search on CPU goes through faiss ``IndexFlatL2`` (BLAS matrix products); on this project's
 benchmark it was faster than a chunked ``torch.addmm`` + ``torch.topk`` (see ``benchmarks/probes.py``).
-Its float32 ``|q|^2 + |r|^2 - 2 q.r`` distances can swap neighbours whose distances differ by
-rounding only, so :func:`knn_search` asks faiss for a few extra candidates and re-ranks them with
-distances computed directly in float64. Votes then match scikit-learn's brute force except at exact
-distance ties.
+Its float32 ``|q|^2 + |r|^2 - 2 q.r`` distances lose precision when the vectors are long compared
+with the distances between them (embeddings far from the origin) and can then swap neighbours, so
+:func:`knn_search` asks faiss for a few extra candidates and re-ranks them with distances computed
+directly as ``sum((q - r)^2)``, accurate to about 1e-7 relative. Neighbours and votes then match
+scikit-learn's brute force except where two distances tie to that precision.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ __all__ = ["build_index", "knn_search", "knn_vote", "neighbour_disagreement"]
 
 IndexKind: TypeAlias = Literal["flat", "ivf", "hnsw"]
 _KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
-_REFINE_MARGIN = 8  # extra exact-index candidates re-ranked in float64
-_REFINE_ROWS = 1024  # queries per float64 re-ranking block (bounds its memory)
+_REFINE_MARGIN = 8  # extra exact-index candidates, re-ranked with direct distances
+_REFINE_ROWS = 1024  # queries per re-ranking block (bounds its memory)
 _TRAIN_POINTS_PER_LIST = 40  # faiss asks for >= 39 training points per IVF list
 _VOTE_CELLS = 1 << 22  # max (queries x classes) counts held at once by knn_vote
 
@@ -139,16 +140,17 @@ def knn_search(
     k_search = min(k + extra, index.ntotal)
     distances = np.empty((data.shape[0], k), dtype=np.float32)
     indices = np.empty((data.shape[0], k), dtype=np.int64)
+    order = _search_order(index, data, batch_size)
     for start in range(0, data.shape[0], batch_size):
-        block = _float32_rows(data, start, start + batch_size)
+        rows = order[start : start + batch_size]
+        block = np.ascontiguousarray(data[rows], dtype=np.float32)
         sq_dist, ids = index.search(block, k_search)
         if storage is not None:
             sq_dist, ids = _rerank_exact(block, storage, ids)
         if own_ids is not None:
-            sq_dist, ids = _drop_self(sq_dist, ids, own_ids[start : start + batch_size])
-        stop = start + block.shape[0]
-        distances[start:stop] = np.sqrt(np.maximum(sq_dist[:, :k], 0.0))
-        indices[start:stop] = ids[:, :k]
+            sq_dist, ids = _drop_self(sq_dist, ids, own_ids[rows])
+        distances[rows] = np.sqrt(np.maximum(sq_dist[:, :k], 0.0))
+        indices[rows] = ids[:, :k]
     if (indices < 0).any():
         raise ValueError(
             f"The index returned fewer than k={k} neighbours for some queries; raise `nprobe` (IVF) or "
@@ -240,6 +242,23 @@ def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed:
     return index
 
 
+def _search_order(index: faiss.Index, data: np.ndarray, batch_size: int) -> np.ndarray:
+    """Query order for searching: by nearest IVF list on a CPU IVF index, else as given.
+
+    Consecutive queries then scan mostly the same inverted lists, which stay in cache; on a
+    memory-bound IVF scan this is worth about 1.5x.
+    """
+    if not isinstance(index, faiss.IndexIVF):
+        return np.arange(data.shape[0])
+    nearest_list = np.concatenate(
+        [
+            index.quantizer.search(_float32_rows(data, s, s + batch_size), 1)[1][:, 0]
+            for s in range(0, data.shape[0], batch_size)
+        ]
+    )
+    return np.argsort(nearest_list, kind="stable")
+
+
 def _resolve_gpu(use_gpu: bool | Literal["auto"], kind: str) -> bool:
     if use_gpu not in ("auto", True, False):
         raise ValueError(f"Expected argument `use_gpu` to be True, False or 'auto', but got {use_gpu!r}.")
@@ -259,11 +278,12 @@ def _flat_storage(index: faiss.Index) -> np.ndarray | None:
 
 
 def _rerank_exact(queries: np.ndarray, storage: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 squared distances of the candidate ``ids``; rows sorted by (distance, id)."""
-    sq_dist = np.empty(ids.shape, dtype=np.float64)
+    """Direct squared distances ``sum((q - r)^2)`` of the candidate ``ids``; rows sorted by (distance, id)."""
+    sq_dist = np.empty(ids.shape, dtype=np.float32)
     for start in range(0, ids.shape[0], _REFINE_ROWS):
         block_ids = ids[start : start + _REFINE_ROWS]
-        diff = storage[block_ids].astype(np.float64) - queries[start : start + _REFINE_ROWS, None, :]
+        diff = storage[block_ids]  # a copy: fancy indexing
+        diff -= queries[start : start + _REFINE_ROWS, None, :]
         sq_dist[start : start + block_ids.shape[0]] = np.einsum("qkd,qkd->qk", diff, diff)
     order = np.lexsort((ids, sq_dist), axis=1)
     return np.take_along_axis(sq_dist, order, axis=1), np.take_along_axis(ids, order, axis=1)

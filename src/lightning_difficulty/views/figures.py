@@ -22,6 +22,7 @@ import numpy.typing as npt
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.collections import PatchCollection
+from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, PathPatch, Rectangle
 from matplotlib.path import Path as MplPath
@@ -657,9 +658,8 @@ def difficulty_flow_figure(
         )
     classes = [str(c) for c in range(counts.num_classes)] if class_names is None else list(class_names)
     class_colours = _class_colours(counts.num_classes)
-    settled_colours = np.asarray([[0.69, 0.69, 0.69, 1.0], [0.31, 0.31, 0.31, 1.0]])
-    link_colours = np.concatenate([class_colours, settled_colours])
-    frame_colours = np.concatenate([class_colours, np.asarray([[0.0, 0.0, 0.0, 1.0]] * 2)])
+    link_colours = np.concatenate([class_colours, to_rgba_array([_SETTLED_CORRECT_COLOUR, _SETTLED_WRONG_COLOUR])])
+    frame_colours = np.concatenate([class_colours, to_rgba_array(["black", "black"])])
     order = [counts.settled_correct, *range(counts.num_classes), counts.settled_wrong]
     unit, gap, width = 1.0 / float(counts.node_counts[0].sum()), 0.02, 0.16
     spans = [_node_spans(column, order, unit, gap) for column in counts.node_counts]

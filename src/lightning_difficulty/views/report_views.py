@@ -170,7 +170,7 @@ def log_instance_views(
     found = neighbours(np.asarray([i for _, i in picks]))
     names = options.class_names
     for position, (pattern, index) in enumerate(picks):
-        row = rows.set_index("index").loc[index]
+        row = rows[rows["index"] == index].iloc[0]
         strips = []
         for probe, (dist, ids) in found.items():
             images = fetch("train", ids[position].tolist())
@@ -183,7 +183,8 @@ def log_instance_views(
                     ],
                 )
             )
-        caption = f"#{index} pattern {pattern}: label {names[int(row['label'])]}, pred {names[int(row['prediction'])]}"
+        label, prediction = int(row["label"]), int(row["prediction"])
+        caption = f"#{index} pattern {pattern}: label {names[label]}, pred {names[prediction]}"
         fig = neighbour_strip_figure(fetch(split, [index])[0], caption, strips)
         writer.add_figure(f"difficulty/instances/{split}/pattern_{pattern}", fig, step)
 
