@@ -14,8 +14,8 @@ from typing_extensions import override
 from lightning_difficulty.callbacks._distributed import all_gather_int, all_reduce_, barrier
 from lightning_difficulty.callbacks._tap import LogitsTap, no_logits_error
 from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, run_dir, split_name
-from lightning_difficulty.data import BatchKeys, unpack_batch
-from lightning_difficulty.functional.confusion import mean_over_epochs, softmax_entropy
+from lightning_difficulty.data import Batch, BatchKeys, unpack_batch
+from lightning_difficulty.functional.confusion import mean_over_epochs, softmax_with_entropy
 from lightning_difficulty.records import EpochRecorder
 
 if TYPE_CHECKING:
@@ -53,14 +53,14 @@ class _SplitState:
         self.nonfinite = torch.zeros((), dtype=torch.int64, device=dev)
 
     def add(self, index: Tensor, logits: Tensor, target: Tensor) -> None:
-        entropy = softmax_entropy(logits)
+        probs, entropy = softmax_with_entropy(logits)
         self.nonfinite += (~torch.isfinite(entropy)).sum()
         self.epoch_sum.index_add_(0, index, entropy.double())
         self.epoch_count.index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
         if target.ndim == 1 and not target.is_floating_point():
             self.epoch_labels.index_copy_(0, index, target.to(self.epoch_labels.device))
         if self.recorder is not None:
-            self.recorder.add(index, torch.softmax(logits.float(), dim=-1))
+            self.recorder.add(index, probs)
 
 
 class ConfusionScore(DifficultyCallback):
@@ -112,7 +112,7 @@ class ConfusionScore(DifficultyCallback):
         self.record_dir = record_dir
         self._tap = LogitsTap(logits_from)
         self._states: dict[str, _SplitState] = {}
-        self._batch_index: Tensor | None = None
+        self._batch: Batch | None = None
         self._restored: dict[str, Any] = {}
         self._rank, self._world = 0, 1
 
@@ -160,7 +160,7 @@ class ConfusionScore(DifficultyCallback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if "train" in self.splits:
-            self._close(trainer, "train", batch, "training step")
+            self._close(trainer, "train", "training step")
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -191,7 +191,7 @@ class ConfusionScore(DifficultyCallback):
         dataloader_idx: int = 0,
     ) -> None:
         if "val" in self.splits and not trainer.sanity_checking:
-            self._close(trainer, split_name(dataloader_idx), batch, "validation step", dataloader_idx)
+            self._close(trainer, split_name(dataloader_idx), "validation step", dataloader_idx)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -203,13 +203,12 @@ class ConfusionScore(DifficultyCallback):
 
     # -- accumulation ----------------------------------------------------------------------------
     def _open(self, batch: Any) -> None:
-        parsed = unpack_batch(batch, self.batch_keys)
-        self._batch_index = parsed.index
-        self._tap.open(batch_size=int(parsed.index.shape[0]))
+        self._batch = unpack_batch(batch, self.batch_keys)
+        self._tap.open(batch_size=int(self._batch.index.shape[0]))
 
-    def _close(self, trainer: pl.Trainer, split: str, batch: Any, where: str, dataloader_idx: int = 0) -> None:
-        logits = self._tap.close()
-        parsed = unpack_batch(batch, self.batch_keys)
+    def _close(self, trainer: pl.Trainer, split: str, where: str, dataloader_idx: int = 0) -> None:
+        logits, parsed, self._batch = self._tap.close(), self._batch, None
+        assert parsed is not None
         if logits is None:
             raise no_logits_error(where, self.logits_from, int(parsed.index.shape[0]))
         state = self._state_for(trainer, split, logits, dataloader_idx)

@@ -12,6 +12,24 @@ import torch
 from torch import Tensor
 
 
+def softmax_with_entropy(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``(softmax(logits), entropy)`` from one ``log_softmax`` (float32 or wider; AMP logits upcast).
+
+    Example::
+
+        >>> p, h = softmax_with_entropy(torch.zeros(1, 2))
+        >>> p.tolist(), round(float(h[0]), 4)
+        ([[0.5, 0.5]], 0.6931)
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"Expected `logits` of shape (batch, classes), but got shape {tuple(logits.shape)}.")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    log_p = torch.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    return p, -(p * log_p).sum(dim=-1)
+
+
 def softmax_entropy(logits: Tensor) -> Tensor:
     """Entropy (nats) of ``softmax(logits)`` per row, computed in float32 or wider.
 
@@ -23,12 +41,7 @@ def softmax_entropy(logits: Tensor) -> Tensor:
         >>> round(float(softmax_entropy(torch.zeros(1, 4))[0]), 4)  # uniform over 4 classes
         1.3863
     """
-    if logits.ndim != 2:
-        raise ValueError(f"Expected `logits` of shape (batch, classes), but got shape {tuple(logits.shape)}.")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    log_p = torch.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    return softmax_with_entropy(logits)[1]
 
 
 def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -1,0 +1,168 @@
+"""CIFAR-10 + CIFAR-10H: every difficulty perspective on real data, on a CPU.
+
+Trains a small CNN on a CIFAR-10 training subset with ConfusionScore, PredictionDepth,
+DataDifficulty, HumanAlignment (CIFAR-10H counts on the test split, used as validation) and a
+DifficultyReport with the error taxonomy, then prints the results and exports figures.
+
+    python examples/cifar10.py --data-dir ../shared/data                  # ~15 min on 2 CPU cores
+    python examples/cifar10.py --train-subset 5000 --epochs 5 --export-figures ""   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from lightning_difficulty import (
+    ConfusionScore,
+    DataDifficulty,
+    DifficultyReport,
+    ErrorTaxonomy,
+    HumanAlignment,
+    IndexedDataset,
+    PredictionDepth,
+)
+from lightning_difficulty.datasets import ArrayDataset, default_data_dir, load_cifar10_splits
+from lightning_difficulty.models import SmallCNN
+from lightning_difficulty.views import figures
+from lightning_difficulty.views.images import save_figure
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder with cifar10_*.npz")
+    parser.add_argument("--out", type=Path, default=Path("runs/cifar10"))
+    parser.add_argument("--train-subset", type=int, default=20000, help="training images (seeded random subset)")
+    parser.add_argument("--test-subset", type=int, default=10000, help="first n test images (CIFAR-10H rows)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--export-figures", default="docs", help="folder for PNG figures ('' to skip)")
+    return parser.parse_args(argv)
+
+
+def build_callbacks(args: argparse.Namespace, reference: DataLoader, counts: np.ndarray, names: list[str]) -> list[Any]:
+    return [
+        ConfusionScore(),
+        PredictionDepth(layers="auto", k=30, reference_dataloader=reference),
+        DataDifficulty(k=10, reference_dataloader=reference),
+        HumanAlignment(counts, split="val"),
+        DifficultyReport(class_names=names, error_taxonomy=ErrorTaxonomy(superclasses="cifar10")),
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.data_dir is None:
+        raise SystemExit("--data-dir is required (the folder with cifar10_train.npz, cifar10_test.npz, cifar10h.npz)")
+    torch.set_num_threads(args.threads)
+    L.seed_everything(args.seed, verbose=False)
+    splits = load_cifar10_splits(
+        args.data_dir, train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed
+    )
+    counts = np.load(Path(args.data_dir) / "cifar10h.npz")["counts"][: len(splits.val)]
+    unaugmented = ArrayDataset(splits.train.images, splits.train.targets)
+    reference = DataLoader(IndexedDataset(unaugmented), batch_size=512)
+    train = DataLoader(IndexedDataset(splits.train), batch_size=args.batch_size, shuffle=True)
+    val = DataLoader(IndexedDataset(splits.val), batch_size=512)
+    callbacks = build_callbacks(args, reference, counts, splits.class_names)
+    depth, report = callbacks[1], callbacks[-1]
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        logger=TensorBoardLogger(save_dir=str(args.out.parent), name=args.out.name, version=""),
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_progress_bar=not args.no_progress,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(SmallCNN(3, 10, width=args.width, max_epochs=args.epochs), train, val)
+    assert isinstance(report, DifficultyReport) and report.table is not None
+    results = summarise(report.table, report.summary, time.perf_counter() - start, args)
+    print(format_results(results))
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    if args.export_figures:
+        export_figures(report.table, Path(args.export_figures), splits.class_names, depth.probe_names)
+    return results
+
+
+def summarise(table: pd.DataFrame, summary: dict[str, Any], seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+    val = summary["splits"]["val"]
+    return {
+        "setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "minutes": round(seconds / 60, 1),
+        "accuracy": {s: summary["splits"][s]["accuracy"] for s in summary["splits"]},
+        "human_correlations": val.get("human_correlations", {}),
+        "patterns": val.get("patterns", {}),
+        "error_by_confusion_band": val.get("error_by_confusion_band", {}),
+        "error_categories": val.get("error_categories", {}).get("overall", {}),
+        "mean_prediction_depth": summary.get("PredictionDepth", {}).get("val", {}).get("mean_prediction_depth"),
+        "probe_accuracy": summary.get("PredictionDepth", {}).get("val", {}).get("probe_accuracy"),
+    }
+
+
+def format_results(results: dict[str, Any]) -> str:
+    lines = [
+        f"\nCIFAR-10 run: {results['minutes']} min; accuracy "
+        + ", ".join(f"{s} {a:.3f}" for s, a in results["accuracy"].items())
+    ]
+    lines.append("\nHuman difficulty vs other perspectives (val = CIFAR-10 test, CIFAR-10H):")
+    lines.append("| perspective | Spearman rho | Kendall tau | n |\n|---|---|---|---|")
+    for name, c in results["human_correlations"].items():
+        lines.append(f"| {name} | {c['spearman']:.3f} | {c['kendall']:.3f} | {c['n']} |")
+    lines.append("\nDifficultyEyes patterns (val):\n| pattern | count | share | share of errors |\n|---|---|---|---|")
+    for pid, p in results["patterns"].items():
+        lines.append(f"| {pid} | {p['count']} | {p['share']:.3f} | {p['error_share']:.3f} |")
+    band = results["error_by_confusion_band"]
+    if band:
+        lines.append(f"\nError rate by confusion band (val), Pearson rho = {band['pearson_rho']:.3f}:")
+        lines.append("| band (nats) | count | error rate |\n|---|---|---|")
+        for b in band["bands"]:
+            if b["count"]:
+                lines.append(f"| {b['low']:.2f}-{b['high']:.2f} | {b['count']} | {b['error_rate']:.3f} |")
+    lines.append("\nError categories (val errors):\n| category | count | share of errors |\n|---|---|---|")
+    for cat, c in results["error_categories"].items():
+        if cat != "correct":
+            lines.append(f"| {cat} | {c['count']} | {c['error_share']:.3f} |")
+    return "\n".join(lines)
+
+
+def export_figures(table: pd.DataFrame, folder: Path, names: list[str], probes: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    val = table[table["split"] == "val"]
+    votes = np.stack([val[f"knn:{p}"].to_numpy() for p in probes])
+    flow = figures.difficulty_flow_figure(
+        votes,
+        val["prediction"].to_numpy(),
+        val["label"].to_numpy(),
+        val["prediction_depth"].to_numpy(),
+        layer_names=probes,
+        class_names=names,
+    )
+    save_figure(flow, folder / "cifar10_difficulty_flow.png")
+    perspectives = {c: val[c].to_numpy(float) for c in ("confusion", "prediction_depth", "kdn", "human_difficulty")}
+    save_figure(
+        figures.perspective_heatmaps_figure(perspectives, val["correct"].to_numpy(bool)),
+        folder / "cifar10_perspectives.png",
+    )
+    wrong = val[~val["correct"]]
+    shares = figures.category_shares_figure(wrong["error_category"], wrong["pattern"].astype(str), group_name="pattern")
+    save_figure(shares, folder / "cifar10_error_categories_by_pattern.png")
+
+
+if __name__ == "__main__":
+    main()
