@@ -220,3 +220,34 @@ def test_index_outside_the_dataset_is_reported(tmp_path: Path) -> None:
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ConfusionScore(**kwargs)
+
+
+class _CrashAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_mid_epoch_checkpoint_drops_rows_logged_after_it(tmp_path: Path) -> None:
+    # 48 samples / batch 8 = 6 steps per epoch; checkpoint at step 9 (3 batches into epoch 1), crash at step 10
+    def fit(ckpt_path: str | None, extra: list) -> ConfusionScore:
+        train, val = loaders()
+        score = ConfusionScore(record_dir=str(tmp_path / "records"))
+        kwargs = trainer_kwargs(tmp_path, enable_checkpointing=True)
+        L.Trainer(max_epochs=3, callbacks=[score, *extra], **kwargs).fit(TinyMLP(), train, val, ckpt_path=ckpt_path)
+        return score
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(None, [checkpoint, _CrashAt(10)])
+    resumed = fit(str(tmp_path / "ckpt" / "epoch=1-step=9.ckpt"), [])
+    # Lightning replays a plain DataLoader from the epoch's start (it warns): batches 0-2 (samples 0-23) again;
+    # the batch logged after the checkpoint (samples 24-31) must not count, so 24-47 miss epoch 1 only.
+    seen = resumed._states["train"].epochs_seen
+    np.testing.assert_array_equal(seen, np.r_[np.full(24, 3), np.full(24, 2)])
+    assert sorted(resumed.epoch_means["train"]) == [0, 1, 2]
+    epoch1 = np.load(tmp_path / "records" / "train" / "epoch_0001.probs.npy")
+    assert np.isfinite(epoch1[:24]).all() and np.isnan(epoch1[24:]).all()

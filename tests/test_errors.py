@@ -273,9 +273,7 @@ def test_cifar10_superclasses() -> None:
     assert group["deer"] == group["horse"] == "hoofed_mammal"
     assert group["automobile"] == group["truck"] == "road_vehicle"
     assert group["airplane"] == group["ship"] == "aircraft_and_watercraft"
-    assert (
-        len({group["bird"], group["frog"], group["cat"], group["deer"], group["truck"], group["ship"]}) == 6
-    )
+    assert len({group["bird"], group["frog"], group["cat"], group["deer"], group["truck"], group["ship"]}) == 6
     raw = json.loads(
         resources.files("lightning_difficulty").joinpath("resources/cifar10_superclasses.json").read_text()
     )

@@ -79,9 +79,7 @@ def test_assign_patterns_hand_built_case_covers_all_eleven() -> None:
 def test_binarise_uses_the_field_of_the_chosen_model_perspective() -> None:
     thresholds = TaxonomyThresholds(human=0.1, data=0.25, prediction_depth=10.0, confusion=0.5)
     human, kdn, model = [0.0, 0.2], [0.3, 0.2], [0.4, 1.2]
-    by_confusion = binarise_perspectives(
-        human, kdn, model, thresholds=thresholds, model_perspective="confusion"
-    )
+    by_confusion = binarise_perspectives(human, kdn, model, thresholds=thresholds, model_perspective="confusion")
     assert by_confusion.human_high.tolist() == [False, True]
     assert by_confusion.data_high.tolist() == [True, False]
     assert by_confusion.model_high.tolist() == [False, True]
@@ -118,9 +116,7 @@ def test_quantile_thresholds_hand_values() -> None:
     assert flags.human_high.tolist() == [False, False, False, False, True]
 
 
-@pytest.mark.parametrize(
-    "bad", ["0.8", "q1.5", "qx", "q-0.1", "quantile", float("nan"), float("inf"), True, None]
-)
+@pytest.mark.parametrize("bad", ["0.8", "q1.5", "qx", "q-0.1", "quantile", float("nan"), float("inf"), True, None])
 def test_threshold_validation(bad: object) -> None:
     with pytest.raises(ValueError, match="threshold `human`"):
         TaxonomyThresholds(human=bad)  # type: ignore[arg-type]

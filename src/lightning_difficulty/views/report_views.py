@@ -54,6 +54,15 @@ def log_split_views(
         writer.add_figure(f"difficulty/perspectives/{split}", fig, step)
     if "confusion" in rows and options.grid_per_class > 0:
         _log_grid(writer, split, rows, step, options, fetch)
+    if "human_correlations" in summary:
+        table = [{"perspective": k, **v} for k, v in summary["human_correlations"].items()]
+        columns = ["perspective", "spearman", "spearman_p", "kendall", "kendall_p", "n"]
+        writer.add_text(f"difficulty/human_correlations/{split}", figures.dict_table_markdown(table, columns), step)
+    if "error_categories" in summary:
+        overall = summary["error_categories"]["overall"]
+        table = [{"category": k, **v} for k, v in overall.items()]
+        columns = ["category", "count", "share", "error_share"]
+        writer.add_text(f"difficulty/error_categories/{split}", figures.dict_table_markdown(table, columns), step)
     if "pattern" in rows and "patterns" in summary:
         writer.add_text(f"difficulty/patterns/{split}", figures.pattern_table_markdown(summary["patterns"]), step)
     if "error_category" in rows:
