@@ -36,7 +36,7 @@ def test_neighbours_and_distances_match_sklearn_brute() -> None:
 
 
 def test_neighbours_far_from_origin_match_sklearn() -> None:
-    # |x|^2 is ~1e6 times the squared distances here: float32 BLAS distances alone reorder neighbours.
+    # |x|^2 is ~1e6 times the squared distances: a naive float32 |q|^2 + |r|^2 - 2 q.r would reorder them.
     reference, queries = (
         _continuous(3000, 16, seed=3, offset=1000.0),
         _continuous(300, 16, seed=4, offset=1000.0),

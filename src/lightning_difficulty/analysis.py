@@ -159,10 +159,15 @@ class GroupSpec:
     score: str = "confusion"
 
 
+def _finite_scores(rows: pd.DataFrame, score: str) -> np.ndarray | None:
+    scores = rows[score].to_numpy(float) if score in rows else None
+    return scores if scores is not None and np.isfinite(scores).all() else None
+
+
 def hard_column(rows: pd.DataFrame, spec: HardSubsetSpec) -> HardSubsetManifest | None:
     """Mark ``rows["hard"]`` and return the split's manifest (``None`` without finite scores)."""
-    scores = rows[spec.score].to_numpy(float) if spec.score in rows else None
-    if scores is None or not np.isfinite(scores).all():
+    scores = _finite_scores(rows, spec.score)
+    if scores is None:
         return None
     manifest = HardSubsetManifest.from_scores(
         scores,
@@ -180,8 +185,8 @@ def hard_column(rows: pd.DataFrame, spec: HardSubsetSpec) -> HardSubsetManifest 
 
 def group_manifest(rows: pd.DataFrame, spec: GroupSpec) -> GroupsManifest | None:
     """Fit the band edges on one split (``None`` without finite scores)."""
-    scores = rows[spec.score].to_numpy(float) if spec.score in rows else None
-    if scores is None or not np.isfinite(scores).all():
+    scores = _finite_scores(rows, spec.score)
+    if scores is None:
         return None
     return GroupsManifest.from_scores(
         scores,

@@ -39,16 +39,29 @@ def run_dir(trainer: pl.Trainer) -> Path:
 class DifficultyCallback(Callback):
     """A callback that contributes per-sample columns to the difficulty table.
 
-    Subclasses compute at fit end in :meth:`compute` (idempotent; called on every rank because it
-    may run collective operations) and expose results through :meth:`columns` and :meth:`summary`.
+    Subclasses compute at fit end in :meth:`_compute` (run once per fit through :meth:`compute`, on
+    every rank because it may run collective operations), store ``split -> column -> array`` in
+    ``self.results`` and add scalars through :meth:`summary`.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.results: Columns = {}
+        self._computed_step: int | None = None
+
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Finish the computation (idempotent). Default: nothing to do."""
+        """Finish the computation once per fit (later calls at the same global step do nothing)."""
+        if self._computed_step == trainer.global_step:
+            return
+        self._compute(trainer, pl_module)
+        self._computed_step = trainer.global_step
+
+    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The fit-end work; default: nothing (the callback accumulated during training)."""
 
     def columns(self) -> Columns:
         """Per-sample columns for every split this callback knows."""
-        return {}
+        return self.results
 
     def summary(self) -> dict[str, Any]:
         """Scalars for ``summary.json``."""

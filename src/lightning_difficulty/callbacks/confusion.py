@@ -97,6 +97,7 @@ class ConfusionScore(DifficultyCallback):
         logits_from: str | None = None,
         record_dir: str | None = None,
     ) -> None:
+        super().__init__()
         unknown = [s for s in splits if s not in _SPLITS]
         if unknown or not splits:
             raise ValueError(f"Invalid value for splits={list(splits)!r}. Choose one or both of {list(_SPLITS)}.")

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_difficulty.callbacks._probe import ProbeConfig, neighbour_labels_by_split
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback
+from lightning_difficulty.callbacks.base import DifficultyCallback
 from lightning_difficulty.functional.knn import neighbour_disagreement
 from lightning_difficulty.inference import fit_end_arrays
 
@@ -44,6 +44,7 @@ class DataDifficulty(DifficultyCallback):
         reference_dataloader: DataLoader | None = None,
         use_gpu: bool | Literal["auto"] = "auto",
     ) -> None:
+        super().__init__()
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"Expected argument `k` to be a positive integer, but got {k!r}.")
         if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
@@ -53,17 +54,13 @@ class DataDifficulty(DifficultyCallback):
         self.probe = ProbeConfig(k, index, (), use_gpu)
         self.input_size = input_size
         self.reference_dataloader = reference_dataloader
-        self.results: Columns = {}
-        self._computed_step: int | None = None
 
     @override
     def needs_pass_inputs(self) -> bool:
         return True
 
     @override
-    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._computed_step == trainer.global_step:
-            return
+    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         arrays = fit_end_arrays(trainer, pl_module)
         if trainer.is_global_zero:
             reference = arrays["train"]
@@ -74,11 +71,6 @@ class DataDifficulty(DifficultyCallback):
                 split: {"kdn": neighbour_disagreement(labels, np.asarray(arrays[split].labels))}
                 for split, labels in neighbours.items()
             }
-        self._computed_step = trainer.global_step
-
-    @override
-    def columns(self) -> Columns:
-        return self.results
 
     @override
     def summary(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from typing_extensions import override
 
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback
+from lightning_difficulty.callbacks.base import DifficultyCallback
 from lightning_difficulty.functional.human import (
     annotations_to_counts,
     human_difficulty,
@@ -51,6 +51,7 @@ class HumanAlignment(DifficultyCallback):
         kind: Literal["auto", "counts", "labels"] = "auto",
         key: str | None = None,
     ) -> None:
+        super().__init__()
         self.split = split
         self.kind = kind
         self.key = key
@@ -61,8 +62,6 @@ class HumanAlignment(DifficultyCallback):
                 "or the array itself."
             )
         self.counts: np.ndarray | None = None
-        self.results: Columns = {}
-        self._computed_step: int | None = None
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -82,9 +81,7 @@ class HumanAlignment(DifficultyCallback):
             )
 
     @override
-    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._computed_step == trainer.global_step:
-            return
+    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         arrays = fit_end_arrays(trainer, pl_module)
         if self.split not in arrays:
             raise ValueError(f"Invalid value for split={self.split!r}. The trainer has splits {sorted(arrays)}.")
@@ -104,11 +101,6 @@ class HumanAlignment(DifficultyCallback):
                 "human_disagreement": human_max_disagreement(counts),
             }
         }
-        self._computed_step = trainer.global_step
-
-    @override
-    def columns(self) -> Columns:
-        return self.results
 
     @override
     def summary(self) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class PredictionDepth(DifficultyCallback):
         logits_from: str | None = None,
         use_gpu: bool | Literal["auto"] = "auto",
     ) -> None:
+        super().__init__()
         if layers != "auto" and (not isinstance(layers, (list, tuple)) or not layers):
             raise ValueError(f"Invalid value for layers={layers!r}. Give a non-empty list of module names or 'auto'.")
         if not isinstance(k, int) or k < 1:
@@ -88,10 +89,8 @@ class PredictionDepth(DifficultyCallback):
         self.every_n_epochs = every_n_epochs
         self.batch_keys = batch_keys
         self.logits_from = logits_from
-        self.results: Columns = {}
         self.depth_history: dict[int, dict[str, float]] = {}
         self._arrays: dict[str, SplitArrays] = {}
-        self._computed_step: int | None = None
         self._order_handles: list[Any] = []
         self._order: list[str] = []
 
@@ -172,15 +171,12 @@ class PredictionDepth(DifficultyCallback):
             _log_depths(trainer, depths, trainer.current_epoch)
 
     @override
-    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._computed_step == trainer.global_step:
-            return
+    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.layers is None:
             raise RuntimeError("PredictionDepth(layers='auto') saw no training batch, so the layer order is unknown.")
         self._arrays = fit_end_arrays(trainer, pl_module)
         if trainer.is_global_zero:
             self.results = self._probe_all(self._arrays)
-        self._computed_step = trainer.global_step
 
     def _probe_all(self, arrays: dict[str, SplitArrays]) -> Columns:
         reference = arrays["train"]
@@ -219,10 +215,6 @@ class PredictionDepth(DifficultyCallback):
                 _probe_embedding(reference, probe), queries, k, exclude_self=ids is not None, query_ids=ids
             )
         return out
-
-    @override
-    def columns(self) -> Columns:
-        return self.results
 
     @override
     def summary(self) -> dict[str, Any]:

@@ -4,13 +4,10 @@ These are the building blocks of prediction depth (Baldock et al. 2021) and kDN 
 Distances are Euclidean. Reference sets may be large float16 ``np.memmap`` arrays: they are read and
 converted to float32 one chunk at a time, never as a whole.
 
-Exact search on CPU goes through faiss ``IndexFlatL2`` (BLAS matrix products); on this project's
-benchmark it was faster than a chunked ``torch.addmm`` + ``torch.topk`` (see ``benchmarks/probes.py``).
-Its float32 ``|q|^2 + |r|^2 - 2 q.r`` distances lose precision when the vectors are long compared
-with the distances between them (embeddings far from the origin) and can then swap neighbours, so
-:func:`knn_search` asks faiss for a few extra candidates and re-ranks them with distances computed
-directly as ``sum((q - r)^2)``, accurate to about 1e-7 relative. Neighbours and votes then match
-scikit-learn's brute force except where two distances tie to that precision.
+Exact search on CPU goes through faiss ``IndexFlatL2`` (BLAS matrix products plus a heap per query); on
+this project's benchmark it was faster than a chunked ``torch.addmm`` + ``torch.topk`` (see
+``benchmarks/probes.py``). Its neighbours and votes match scikit-learn's float64 brute force except
+where two distances tie to float32 precision (tested far from the origin too).
 """
 
 from __future__ import annotations
@@ -26,8 +23,6 @@ __all__ = ["build_index", "knn_search", "knn_vote", "neighbour_disagreement"]
 
 IndexKind: TypeAlias = Literal["flat", "ivf", "hnsw"]
 _KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
-_REFINE_MARGIN = 8  # extra exact-index candidates, re-ranked with direct distances
-_REFINE_ROWS = 1024  # queries per re-ranking block (bounds its memory)
 _PROBE_FRACTION = 16  # default IVF nprobe = ceil(nlist / 16)
 _MIN_CANDIDATES = 256  # default IVF nprobe also scans about this many reference rows
 _TRAIN_POINTS_PER_LIST = 40  # faiss asks for >= 39 training points per IVF list
@@ -139,9 +134,7 @@ def knn_search(
     _check_positive_int(batch_size, "batch_size")
     own_ids = _resolve_query_ids(query_ids, data.shape[0], index.ntotal, exclude_self)
     _check_k(k, index.ntotal, exclude_self)
-    storage = _flat_storage(index)
-    extra = int(exclude_self) + (_REFINE_MARGIN if storage is not None else 0)
-    k_search = min(k + extra, index.ntotal)
+    k_search = k + int(exclude_self)
     distances = np.empty((data.shape[0], k), dtype=np.float32)
     indices = np.empty((data.shape[0], k), dtype=np.int64)
     order = _search_order(index, data, batch_size)
@@ -149,8 +142,6 @@ def knn_search(
         rows = order[start : start + batch_size]
         block = np.ascontiguousarray(data[rows], dtype=np.float32)
         sq_dist, ids = index.search(block, k_search)
-        if storage is not None:
-            sq_dist, ids = _rerank_exact(block, storage, ids)
         if own_ids is not None:
             sq_dist, ids = _drop_self(sq_dist, ids, own_ids[rows])
         distances[rows] = np.sqrt(np.maximum(sq_dist[:, :k], 0.0))
@@ -272,25 +263,6 @@ def _resolve_gpu(use_gpu: bool | Literal["auto"], kind: str) -> bool:
     if use_gpu is True and kind == "hnsw":
         raise ValueError("`use_gpu=True` is not available for kind='hnsw' (faiss has no GPU HNSW).")
     return has_gpu and use_gpu is not False and kind != "hnsw"
-
-
-def _flat_storage(index: faiss.Index) -> np.ndarray | None:
-    """Zero-copy ``(N, d)`` float32 view of a CPU exact index's vectors, else None."""
-    if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_L2 or index.ntotal == 0:
-        return None
-    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
-
-
-def _rerank_exact(queries: np.ndarray, storage: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Direct squared distances ``sum((q - r)^2)`` of the candidate ``ids``; rows sorted by (distance, id)."""
-    sq_dist = np.empty(ids.shape, dtype=np.float32)
-    for start in range(0, ids.shape[0], _REFINE_ROWS):
-        block_ids = ids[start : start + _REFINE_ROWS]
-        diff = storage[block_ids]  # a copy: fancy indexing
-        diff -= queries[start : start + _REFINE_ROWS, None, :]
-        sq_dist[start : start + block_ids.shape[0]] = np.einsum("qkd,qkd->qk", diff, diff)
-    order = np.lexsort((ids, sq_dist), axis=1)
-    return np.take_along_axis(sq_dist, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 def _drop_self(sq_dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
