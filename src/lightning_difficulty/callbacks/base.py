@@ -27,12 +27,12 @@ def default_run_dir(trainer: pl.Trainer) -> Path:
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
-    """The run's output folder: the DifficultyReport's ``dirpath`` when there is one, else the default."""
-    from lightning_difficulty.callbacks.report import DifficultyReport
-
+    """The run's output folder: the first callback with a ``run_dir(trainer)`` method sets it (the
+    :class:`DifficultyReport`, with its ``dirpath``); otherwise ``<trainer.log_dir>/difficulty``."""
     for cb in trainer.callbacks:  # type: ignore[attr-defined]
-        if isinstance(cb, DifficultyReport):
-            return cb.run_dir(trainer)
+        resolve = getattr(cb, "run_dir", None)
+        if callable(resolve):
+            return Path(resolve(trainer))
     return default_run_dir(trainer)
 
 
