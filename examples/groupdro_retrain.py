@@ -23,9 +23,10 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import numpy as np
@@ -42,13 +43,35 @@ from lightning_difficulty import (
     IndexedDataset,
     group_balanced_sampler,
 )
-from lightning_difficulty.datasets import Splits, default_data_dir, load_cifar10_splits, load_digits_splits
+from lightning_difficulty.datasets import (
+    ArrayDataset,
+    Splits,
+    default_data_dir,
+    load_cifar10_splits,
+    load_digits_splits,
+)
 from lightning_difficulty.models import SmallCNN
 
-# Per-dataset defaults: (epochs, train_subset, test_subset, num_threads, width, batch_size).
+T = TypeVar("T")
+
+# Per-dataset defaults of the options left unset; sized for a 2-core CPU (see the timings in the docstring).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"epochs": 30, "train_subset": None, "test_subset": None, "num_threads": 1, "width": 16, "batch": 64},
-    "cifar10": {"epochs": 15, "train_subset": 10000, "test_subset": 10000, "num_threads": 2, "width": 16, "batch": 128},
+    "digits": {
+        "epochs": 30,
+        "train_subset": None,
+        "test_subset": None,
+        "num_threads": 1,
+        "width": 16,
+        "batch_size": 64,
+    },
+    "cifar10": {
+        "epochs": 15,
+        "train_subset": 10000,
+        "test_subset": 10000,
+        "num_threads": 2,
+        "width": 16,
+        "batch_size": 128,
+    },
 }
 
 
@@ -69,12 +92,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder with cifar10_*.npz")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/groupdro_<dataset>)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of each of the three trainings")
-    parser.add_argument("--train-subset", type=int, default=None, help="cifar10: seeded subset of training images")
-    parser.add_argument("--test-subset", type=int, default=None, help="cifar10: first n test images (val)")
+    parser.add_argument("--train-subset", type=int, default=None, help="training images (cifar10: seeded subset)")
+    parser.add_argument("--test-subset", type=int, default=None, help="first n validation (cifar10: test) images")
     parser.add_argument("--width", type=int, default=None, help="SmallCNN width")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--num-threads", type=int, default=None, help="torch threads (1 for digits, 2 for cifar10)")
-    parser.add_argument("--seed", type=int, default=0, help="scoring run seed; the retrained models use seed + 1")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="scoring seed and data split/subset; retraining uses seed + 1"
+    )
     bands = parser.add_mutually_exclusive_group()
     bands.add_argument("--num-bands", type=int, default=2, help="quantile bands of train confusion (groups)")
     bands.add_argument("--threshold", type=float, nargs="+", default=None, help="fixed band edges in nats instead")
@@ -83,11 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--balanced-sampler", action="store_true", help="GroupDRO run draws groups equally often")
     parser.add_argument("--progress", action="store_true", help="show Lightning progress bars")
     args = parser.parse_args(argv)
-    defaults = DEFAULTS[args.dataset]
-    for name in ("epochs", "train_subset", "test_subset", "num_threads", "width"):
+    for name, value in DEFAULTS[args.dataset].items():
         if getattr(args, name) is None:
-            setattr(args, name, defaults[name])
-    args.batch_size = args.batch_size or defaults["batch"]
+            setattr(args, name, value)
     args.out = args.out or Path(f"runs/groupdro_{args.dataset}")
     return args
 
@@ -95,7 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_splits(args: argparse.Namespace) -> Splits:
     """Digits from scikit-learn, or CIFAR-10 from ``--data-dir`` (training split augmented)."""
     if args.dataset == "digits":
-        return load_digits_splits(seed=args.seed)
+        splits = load_digits_splits(seed=args.seed)
+        return Splits(head(splits.train, args.train_subset), head(splits.val, args.test_subset), splits.class_names)
     if args.data_dir is None:
         raise SystemExit(
             "--dataset cifar10 needs --data-dir: the folder with cifar10_train.npz and cifar10_test.npz"
@@ -104,6 +128,13 @@ def load_splits(args: argparse.Namespace) -> Splits:
     return load_cifar10_splits(
         args.data_dir, train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed
     )
+
+
+def head(dataset: ArrayDataset, n: int | None) -> ArrayDataset:
+    """The first ``n`` samples of ``dataset`` (all of them when ``n`` is ``None``)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    return ArrayDataset(dataset.images[:n], dataset.targets[:n], augment=dataset.augment)
 
 
 def new_model(args: argparse.Namespace, splits: Splits) -> SmallCNN:
@@ -160,6 +191,12 @@ def read_groups(table: pd.DataFrame, run_dir: Path, splits: Splits) -> Groups:
     hard = split_column(table, "val", "hard", len(splits.val)).astype(bool)
     if (train < 0).any() or (val < 0).any():
         raise ValueError("Some samples have no confusion score (group -1); train and validate every epoch.")
+    if min(manifest.sizes) == 0:
+        confusion = split_column(table, "train", "confusion", len(splits.train))
+        raise SystemExit(
+            f"The band edges {list(manifest.edges)} leave a training band empty (sizes {list(manifest.sizes)});"
+            f" train confusion spans [{confusion.min():.3f}, {confusion.max():.3f}] nats. Pick --threshold inside it."
+        )
     return Groups(manifest, train, val, hard)
 
 
@@ -236,9 +273,7 @@ def format_table(results: dict[str, Any]) -> str:
     """The comparison as a markdown table, with band edges and sizes underneath."""
     setup, methods = results["groups"], results["methods"]
     num = len(setup["edges"]) + 1
-    group_cols = [
-        f"{group_name(g, num)} (n={setup['val_sizes'][g]})" for g in range(num) if setup["val_sizes"][g] > 0
-    ]
+    group_cols = [f"{group_name(g, num)} (n={setup['val_sizes'][g]})" for g in range(num) if setup["val_sizes"][g] > 0]
     header = ["method", "average", "worst-group", *group_cols, f"hard subset (n={setup['val_hard']})"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, acc in methods.items():
@@ -265,34 +300,24 @@ def write_outputs(results: dict[str, Any], table: str, out: Path) -> None:
 def quiet_lightning() -> None:
     """Keep the printed output to the results: no device banners or worker-count warnings."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    for message in (".*does not have many workers.*", ".*but have no `val_dataloader`.*", ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", message)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the three trainings, print the comparison and write it to ``--out``; returns the results."""
-    args = parse_args(argv)
-    quiet_lightning()
-    torch.set_num_threads(args.num_threads)
-    splits = load_splits(args)
-    seconds: dict[str, float] = {}
-
+def timed(name: str, seconds: dict[str, float], step: Callable[[], T]) -> T:
+    """Run ``step``, store and print its wall-clock seconds under ``name``."""
     start = time.perf_counter()
-    table = score(args, splits)
-    groups = read_groups(table, args.out / "difficulty", splits)
-    seconds["score"] = time.perf_counter() - start
-    print(f"[1/3] scoring run: {seconds['score']:.1f} s, groups.json edges {list(groups.manifest.edges)}")
+    value = step()
+    seconds[name] = round(time.perf_counter() - start, 1)
+    print(f"{name}: {seconds[name]} s")
+    return value
 
-    start = time.perf_counter()
-    erm = train_erm(args, splits)
-    seconds["erm"] = time.perf_counter() - start
-    print(f"[2/3] ERM retrain: {seconds['erm']:.1f} s")
 
-    start = time.perf_counter()
-    dro = train_groupdro(args, splits, groups)
-    seconds["groupdro"] = time.perf_counter() - start
-    print(f"[3/3] GroupDRO retrain: {seconds['groupdro']:.1f} s")
-
-    results = {
+def collect_results(
+    args: argparse.Namespace, groups: Groups, methods: dict[str, Any], dro: GroupDROModule, seconds: dict[str, float]
+) -> dict[str, Any]:
+    """Everything ``results.json`` holds: set-up, groups, accuracies, final q and timings."""
+    return {
         "setup": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "groups": {
             "method": groups.manifest.method,
@@ -301,12 +326,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "val_sizes": np.bincount(groups.val, minlength=groups.manifest.num_groups).tolist(),
             "val_hard": int(groups.val_hard.sum()),
         },
-        "methods": {"ERM": evaluate(erm, splits, groups), "GroupDRO": evaluate(dro.model, splits, groups)},
+        "methods": methods,
         "groupdro_q": [round(q, 4) for q in dro.dro.q.tolist()],
-        "seconds": {k: round(v, 1) for k, v in {**seconds, "total": sum(seconds.values())}.items()},
+        "seconds": seconds,
     }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the three trainings, print the comparison and write it to ``--out``; returns the results."""
+    args = parse_args(argv)
+    quiet_lightning()
+    torch.set_num_threads(args.num_threads)
+    start = time.perf_counter()
+    splits = load_splits(args)
+    seconds: dict[str, float] = {}
+    table = timed("scoring run", seconds, lambda: score(args, splits))
+    groups = read_groups(table, args.out / "difficulty", splits)
+    erm = timed("ERM retrain", seconds, lambda: train_erm(args, splits))
+    dro = timed("GroupDRO retrain", seconds, lambda: train_groupdro(args, splits, groups))
+    methods = {"ERM": evaluate(erm, splits, groups), "GroupDRO": evaluate(dro.model, splits, groups)}
+    seconds["total"] = round(time.perf_counter() - start, 1)
+    results = collect_results(args, groups, methods, dro, seconds)
     text = format_table(results)
-    print(f"\n{text}\nTotal {results['seconds']['total']} s; written to {args.out}/results.md and results.json")
+    print(f"\n{text}\nTotal {seconds['total']} s (after imports); written to {args.out}/results.md and results.json")
     write_outputs(results, text, args.out)
     return results
 

@@ -62,9 +62,7 @@ class WrappedMLP(TinyMLP):
         return self.net(x)
 
 
-def indexed_loaders(
-    train: TensorDataset, val: TensorDataset, *, batch_size: int = 16
-) -> tuple[DataLoader, DataLoader]:
+def indexed_loaders(train: TensorDataset, val: TensorDataset, *, batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
     return (
         DataLoader(IndexedDataset(train), batch_size=batch_size),
         DataLoader(IndexedDataset(val), batch_size=batch_size),
@@ -138,8 +136,9 @@ def literal_prediction_depth(votes: np.ndarray, final: np.ndarray) -> np.ndarray
 def tiny_report_run(out_dir: Path, *, epochs: int, seed: int, n_train: int = 48, n_val: int = 24) -> Path:
     """A tiny run writing ``out_dir/scores.parquet`` and ``out_dir/records`` (ConfusionScore + report)."""
     torch.set_num_threads(1)
-    L.seed_everything(seed, verbose=False)
-    train = DataLoader(IndexedDataset(blobs(n_train, seed=1)), batch_size=8, shuffle=True)
+    # TinyMLP reseeds torch's global generator, so the shuffling gets its own, seeded by `seed`
+    order = torch.Generator().manual_seed(seed)
+    train = DataLoader(IndexedDataset(blobs(n_train, seed=1)), batch_size=8, shuffle=True, generator=order)
     val = DataLoader(IndexedDataset(blobs(n_val, seed=2)), batch_size=8)
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -148,3 +147,35 @@ def tiny_report_run(out_dir: Path, *, epochs: int, seed: int, n_train: int = 48,
     )
     trainer.fit(TinyMLP(lr=0.2), train, val)
     return out_dir
+
+
+class LossModuleMLP(TinyMLP):
+    """Uses a loss *module* in training_step: it runs in the step but not in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.criterion = nn.CrossEntropyLoss()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.criterion(self(batch[0]), batch[1])
+
+
+class SingleLeafModel(TinyMLP):
+    """Its only child is one Linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.hidden, self.out
+        self.linear = nn.Linear(6, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class ExtraClassMLP(TinyMLP):
+    """Five outputs on four-class data, biased towards the class no sample has."""
+
+    def __init__(self) -> None:
+        super().__init__(num_classes=5, lr=0.0)
+        with torch.no_grad():
+            self.out.bias[4] = 100.0

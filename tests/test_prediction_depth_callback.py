@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from lightning_difficulty import DifficultyReport, PredictionDepth
 from tests.helpers import TinyMLP, blobs
 from tests.helpers_integration import (
+    LossModuleMLP,
     ReversedMLP,
+    SingleLeafModel,
     WrappedMLP,
     fit,
     literal_prediction_depth,
@@ -30,8 +33,6 @@ PROBES = ("input", "hidden", "out")
 
 def _reference(model: TinyMLP, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray) -> dict[str, dict]:
     """Votes, kDN w.r.t. the prediction, final prediction and depth per split, with sklearn brute force."""
-    import torch
-
     embeddings: dict[str, dict[str, np.ndarray]] = {}
     finals = {}
     for split, x in (("train", train_x), ("val", val_x)):
@@ -43,7 +44,9 @@ def _reference(model: TinyMLP, train_x: np.ndarray, train_y: np.ndarray, val_x: 
         reference = embeddings["train"][probe]
         clf = KNeighborsClassifier(n_neighbors=K, algorithm="brute").fit(reference, train_y)
         out["val"][f"knn:{probe}"] = clf.predict(embeddings["val"][probe])
-        _, val_ids = NearestNeighbors(n_neighbors=K, algorithm="brute").fit(reference).kneighbors(embeddings["val"][probe])
+        _, val_ids = (
+            NearestNeighbors(n_neighbors=K, algorithm="brute").fit(reference).kneighbors(embeddings["val"][probe])
+        )
         _, ids = NearestNeighbors(n_neighbors=K + 1, algorithm="brute").fit(reference).kneighbors(reference)
         loo = np.array([[j for j in row if j != i][:K] for i, row in enumerate(ids)])
         assert loo.shape == (len(reference), K)
@@ -88,8 +91,6 @@ def test_raw_activations_are_float32_and_unreduced(tmp_path: Path) -> None:
     depth = PredictionDepth(layers=["hidden", "out"], k=3, reduction=None)
     report = DifficultyReport(dirpath=tmp_path / "out", keep_cache=True, grid_per_class=0)
     fit(tmp_path, model, [depth, report], train_set, val_set, epochs=1)
-    import torch
-
     _, layers = run_forward(model, val_set.tensors[0], ["hidden", "out"])
     cached = np.load(tmp_path / "out" / "cache" / "val" / "layer.hidden.npy")
     assert cached.dtype == np.float32 and cached.shape == (12, 16)
@@ -97,7 +98,6 @@ def test_raw_activations_are_float32_and_unreduced(tmp_path: Path) -> None:
     assert (cached < 0).any()
     inputs = np.load(tmp_path / "out" / "cache" / "val" / "inputs.npy")
     np.testing.assert_array_equal(inputs, val_set.tensors[0].numpy())
-    del torch
 
 
 @pytest.mark.parametrize(
@@ -168,8 +168,18 @@ def _pd_run(root: Path, devices: int) -> pd.DataFrame:
     report = DifficultyReport(dirpath=root / "out", grid_per_class=0)
     strategy = "ddp_spawn" if devices > 1 else "auto"
     # lr=0: training leaves the weights as initialised, so both runs probe the same model
-    fit(root, TinyMLP(lr=0.0), [depth, report], blobs(45, seed=1), blobs(21, seed=2), epochs=1,
-        batch_size=8, devices=devices, strategy=strategy, num_sanity_val_steps=0)
+    fit(
+        root,
+        TinyMLP(lr=0.0),
+        [depth, report],
+        blobs(45, seed=1),
+        blobs(21, seed=2),
+        epochs=1,
+        batch_size=8,
+        devices=devices,
+        strategy=strategy,
+        num_sanity_val_steps=0,
+    )
     return pd.read_parquet(root / "out" / "scores.parquet")
 
 
@@ -181,3 +191,28 @@ def test_ddp_matches_one_process(tmp_path: Path) -> None:
     columns += [f"{kind}:{p}" for kind in ("knn", "kdn") for p in PROBES]
     pd.testing.assert_frame_equal(single[columns], ddp[columns])
     assert len(single) == 45 + 21
+
+
+def test_auto_layers_skip_modules_used_only_in_the_training_step(tmp_path: Path) -> None:
+    depth = PredictionDepth(k=3)
+    fit(tmp_path, LossModuleMLP(), [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)], blobs(24), blobs(8))
+    assert depth.layers == ["hidden", "out"]
+
+
+def test_auto_layers_with_a_single_leaf_child(tmp_path: Path) -> None:
+    depth = PredictionDepth(k=3)
+    fit(tmp_path, SingleLeafModel(), [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)], blobs(24), blobs(8))
+    assert depth.layers == ["linear"]
+    assert depth.results["val"]["prediction_depth"].shape == (8,)
+
+
+def test_conflicting_input_sizes_are_refused(tmp_path: Path) -> None:
+    from lightning_difficulty import DataDifficulty
+
+    callbacks = [
+        PredictionDepth(["hidden"], k=3, input_size=2),
+        DataDifficulty(k=3),
+        DifficultyReport(dirpath=tmp_path),
+    ]
+    with pytest.raises(ValueError, match="input_size"):
+        fit(tmp_path, TinyMLP(), callbacks, blobs(24), blobs(8))

@@ -124,20 +124,22 @@ def fit_end_arrays(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[s
     cached = _PASSES.get(trainer)
     if cached is not None and cached[0] == trainer.global_step:
         return cached[1]
-    arrays = run_pass(trainer, pl_module, collect_request(trainer), cache_dir(trainer))
+    arrays = run_pass(trainer, pl_module, collect_request(trainer, pl_module), cache_dir(trainer))
     _PASSES[trainer] = (trainer.global_step, arrays)
     return arrays
 
 
-def collect_request(trainer: pl.Trainer) -> PassRequest:
+def collect_request(trainer: pl.Trainer, pl_module: pl.LightningModule) -> PassRequest:
     """Merge what every difficulty callback asks of the pass, refusing contradictions."""
     from lightning_difficulty.callbacks.base import DifficultyCallback
 
     request = PassRequest()
     owners: dict[str, str] = {}
+    input_owner = ""
     for cb in trainer.callbacks:  # type: ignore[attr-defined]
         if not isinstance(cb, DifficultyCallback):
             continue
+        cb.prepare_pass(trainer, pl_module)
         for name, reduction in cb.pass_layers().items():
             if name in request.layers and request.layers[name] != reduction:
                 raise ValueError(
@@ -146,8 +148,13 @@ def collect_request(trainer: pl.Trainer) -> PassRequest:
                 )
             request.layers[name], owners[name] = reduction, type(cb).__name__
         if cb.needs_pass_inputs():
-            request.keep_inputs = True
-            request.input_size = getattr(cb, "input_size", None) or request.input_size
+            size = getattr(cb, "input_size", None)
+            if request.keep_inputs and size != request.input_size:
+                raise ValueError(
+                    f"{type(cb).__name__}(input_size={size!r}) contradicts {input_owner}(input_size="
+                    f"{request.input_size!r}): the input probe and kDN share one input array. Use one input_size."
+                )
+            request.keep_inputs, request.input_size, input_owner = True, size, type(cb).__name__
         for attr, default in (("batch_keys", BatchKeys()), ("logits_from", None), ("reference_dataloader", None)):
             value = getattr(cb, attr, None)
             if value is not None and value != default:
@@ -165,6 +172,49 @@ def run_pass(
         for split, loader in loaders.items():
             out[split] = _run_split(trainer, pl_module, request, loader, Path(cache_dir) / split, split)
     return out
+
+
+def top_level_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's children, descending through single-child wrappers (``self.net = resnet18()``).
+
+    Example::
+
+        >>> net = nn.Module(); net.body = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+        >>> list(top_level_blocks(net))
+        ['body.0', 'body.1']
+    """
+    root, prefix = model, ""
+    children = list(root.named_children())
+    while len(children) == 1 and list(children[0][1].children()):
+        name, root = children[0]
+        prefix += name + "."
+        children = list(root.named_children())
+    return {prefix + name: child for name, child in children}
+
+
+def forward_order(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, candidates: dict[str, nn.Module], request: PassRequest
+) -> list[str]:
+    """The names of ``candidates`` that run in the model's ``forward``, in the order they run (one batch)."""
+    order: list[str] = []
+
+    def make_hook(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if name not in order:
+                order.append(name)
+
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(name)) for name, module in candidates.items()]
+    loader = next(iter(_split_loaders(trainer, request).values()))
+    try:
+        batch = unpack_batch(next(iter(loader)), request.batch_keys)
+        with _eval_mode(pl_module), trainer.precision_plugin.forward_context():
+            pl_module(trainer.strategy.batch_to_device(batch.input))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
 
 
 def _split_loaders(trainer: pl.Trainer, request: PassRequest) -> dict[str, DataLoader]:
@@ -271,7 +321,8 @@ def _run_split(
     tap.attach(pl_module)
     hooks = _LayerHooks(pl_module, request.layers)
     try:
-        for raw in _progress(shard, f"difficulty pass [{split}]", rank):
+        show = rank == 0 and trainer.progress_bar_callback is not None
+        for raw in _progress(shard, f"difficulty pass [{split}]", show):
             batch = unpack_batch(raw, request.batch_keys)
             inputs = trainer.strategy.batch_to_device(batch.input)
             tap.open(int(batch.index.shape[0]))
@@ -340,5 +391,5 @@ def _open_split(directory: Path, layers: list[str], keep_inputs: bool) -> SplitA
     )
 
 
-def _progress(loader: DataLoader, label: str, rank: int) -> Iterator[Any]:
-    yield from tqdm(loader, desc=label, disable=rank != 0, leave=False, dynamic_ncols=True)
+def _progress(loader: DataLoader, label: str, show: bool) -> Iterator[Any]:
+    yield from tqdm(loader, desc=label, disable=not show, leave=False, dynamic_ncols=True)

@@ -67,6 +67,9 @@ class DifficultyCallback(Callback):
         """Scalars for ``summary.json``."""
         return {}
 
+    def prepare_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Called before the fit-end pass reads :meth:`pass_layers` (e.g. to resolve layer names)."""
+
     def pass_layers(self) -> dict[str, Any]:
         """Layers (name -> reduction) this callback needs captured in the fit-end evaluation pass."""
         return {}

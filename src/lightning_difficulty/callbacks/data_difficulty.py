@@ -45,7 +45,7 @@ class DataDifficulty(DifficultyCallback):
         use_gpu: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"Expected argument `k` to be a positive integer, but got {k!r}.")
         if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
             raise ValueError(

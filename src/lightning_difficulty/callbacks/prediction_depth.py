@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from torch import nn
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
@@ -15,7 +14,16 @@ from lightning_difficulty.callbacks.base import Columns, DifficultyCallback
 from lightning_difficulty.data import BatchKeys
 from lightning_difficulty.functional.knn import knn_search, knn_vote, neighbour_disagreement
 from lightning_difficulty.functional.prediction_depth import prediction_depth
-from lightning_difficulty.inference import PassRequest, Reduction, SplitArrays, cache_dir, fit_end_arrays, run_pass
+from lightning_difficulty.inference import (
+    PassRequest,
+    Reduction,
+    SplitArrays,
+    cache_dir,
+    fit_end_arrays,
+    forward_order,
+    run_pass,
+    top_level_blocks,
+)
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -38,7 +46,8 @@ class PredictionDepth(DifficultyCallback):
 
     Args:
         layers: module names (as in ``named_modules()``) in forward order, or ``"auto"``: the model's
-            top-level blocks in the order they run (observed on the first training batch).
+            top-level blocks that run in ``forward``, in the order they run (observed at fit end on one
+            batch; single-child wrappers such as ``self.net = resnet18()`` are looked through).
         k: neighbours per probe (Baldock et al.: 30).
         reduction: ``"auto"`` (pool conv maps, project wide outputs to 256 dims, float16) or ``None``
             (raw flattened activations, float32).
@@ -73,7 +82,7 @@ class PredictionDepth(DifficultyCallback):
         super().__init__()
         if layers != "auto" and (not isinstance(layers, (list, tuple)) or not layers):
             raise ValueError(f"Invalid value for layers={layers!r}. Give a non-empty list of module names or 'auto'.")
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"Expected argument `k` to be a positive integer, but got {k!r}.")
         if index not in ("flat", "ivf", "hnsw"):
             raise ValueError(f"Invalid value for index={index!r}. Must be 'flat', 'ivf' or 'hnsw'.")
@@ -91,8 +100,6 @@ class PredictionDepth(DifficultyCallback):
         self.logits_from = logits_from
         self.depth_history: dict[int, dict[str, float]] = {}
         self._arrays: dict[str, SplitArrays] = {}
-        self._order_handles: list[Any] = []
-        self._order: list[str] = []
 
     @property
     def probe_names(self) -> list[str]:
@@ -104,44 +111,22 @@ class PredictionDepth(DifficultyCallback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.layers is not None:
             resolve_modules(pl_module, self.layers, argument="layers")
-        elif stage == "fit":
-            self._watch_forward_order(pl_module)
-
-    def _watch_forward_order(self, pl_module: nn.Module) -> None:
-        root, prefix = pl_module, ""
-        while len(list(root.children())) == 1:  # a wrapper such as `self.net = resnet18()`
-            name, root = next(iter(root.named_children()))
-            prefix += name + "."
-        for name, child in root.named_children():
-            self._order_handles.append(child.register_forward_hook(self._make_order_hook(prefix + name)))
-
-    def _make_order_hook(self, name: str) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if name not in self._order:
-                self._order.append(name)
-
-        return hook
-
-    def _stop_watching(self) -> None:
-        for handle in self._order_handles:
-            handle.remove()
-        self._order_handles.clear()
 
     @override
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self.layers is None and self._order:
-            self.layers = list(self._order)
-            self._stop_watching()
+    def prepare_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resolve ``layers="auto"``: the top-level blocks that run in ``forward``, in their order."""
+        if self.layers is None:
+            self.layers = forward_order(trainer, pl_module, top_level_blocks(pl_module), self._request())
 
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._stop_watching()
-
-    @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._stop_watching()
+    def _request(self) -> PassRequest:
+        return PassRequest(
+            layers=self.pass_layers(),
+            keep_inputs=True,
+            input_size=self.input_size,
+            batch_keys=self.batch_keys or BatchKeys(),
+            logits_from=self.logits_from,
+            reference_dataloader=self.reference_dataloader,
+        )
 
     @override
     def pass_layers(self) -> dict[str, Any]:
@@ -156,15 +141,8 @@ class PredictionDepth(DifficultyCallback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        request = PassRequest(
-            layers=self.pass_layers(),
-            keep_inputs=True,
-            input_size=self.input_size,
-            batch_keys=self.batch_keys or BatchKeys(),
-            logits_from=self.logits_from,
-            reference_dataloader=self.reference_dataloader,
-        )
-        arrays = run_pass(trainer, pl_module, request, cache_dir(trainer) / "during_fit")
+        self.prepare_pass(trainer, pl_module)
+        arrays = run_pass(trainer, pl_module, self._request(), cache_dir(trainer) / "during_fit")
         if trainer.is_global_zero:
             depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays).items()}
             self.depth_history[trainer.current_epoch] = {s: float(d.mean()) for s, d in depths.items()}
@@ -172,8 +150,6 @@ class PredictionDepth(DifficultyCallback):
 
     @override
     def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.layers is None:
-            raise RuntimeError("PredictionDepth(layers='auto') saw no training batch, so the layer order is unknown.")
         self._arrays = fit_end_arrays(trainer, pl_module)
         if trainer.is_global_zero:
             self.results = self._probe_all(self._arrays)

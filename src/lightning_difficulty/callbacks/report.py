@@ -137,7 +137,7 @@ class DifficultyReport(Callback):
         for split, rows in table.groupby("split", sort=False):
             rows = rows.copy()
             entry = self._summarise_split(rows)
-            if "human_difficulty" in rows:
+            if "human_difficulty" in rows and rows["human_difficulty"].notna().any():
                 entry["human_correlations"] = analysis.correlations(rows)
             patterns = analysis.difficulty_patterns(rows, self.taxonomy)
             if patterns is not None:
@@ -212,7 +212,7 @@ class DifficultyReport(Callback):
         if logger is None or self.table is None:
             return
         writer, step = logger.experiment, trainer.current_epoch
-        num_classes = int(self.table["label"].max()) + 1
+        num_classes = int(next(iter(arrays.values())).logits.shape[1])
         options = report_views.ViewOptions(
             class_names=self.class_names or [str(c) for c in range(num_classes)],
             grid_per_class=self.grid_per_class,
