@@ -144,3 +144,13 @@ def test_evaluate_refuses_a_wrong_shape(
     assert main(["evaluate", str(runs["a"]), str(tmp_path / "short.npy")]) == 2
     err = capsys.readouterr().err
     assert f"{N_VAL} samples" in err and f"({N_VAL - 1},)" in err
+
+
+def test_compare_refuses_runs_on_different_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, labels in (("a", [0, 1, 2]), ("b", [0, 2, 2])):
+        run = tmp_path / name
+        run.mkdir()
+        table = pd.DataFrame({"split": "val", "index": [0, 1, 2], "label": labels, "confusion": [0.1, 0.5, 0.9]})
+        table.to_parquet(run / "scores.parquet")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "different samples" in capsys.readouterr().err

@@ -46,6 +46,21 @@ def test_neighbours_far_from_origin_match_sklearn() -> None:
     np.testing.assert_array_equal(indices, expected.kneighbors(queries.astype(np.float64))[1])
 
 
+def test_neighbour_sets_match_sklearn_at_float32_near_ties() -> None:
+    # Every point has a twin one float32 ulp away, so with odd k the k-th neighbour is decided by a
+    # distance gap of ~1e-7 relative: below float32 resolution of faiss's distances, not of float64.
+    rng = np.random.default_rng(17)
+    base = (rng.standard_normal((300, 64)) + 3.0).astype(np.float32)
+    twin = base.copy()
+    twin[:, 0] = np.nextafter(twin[:, 0], np.float32(np.inf))
+    reference = np.concatenate([base, twin])
+    queries = (rng.standard_normal((200, 64)) + 3.0).astype(np.float32)
+    _, indices = knn_search(reference, queries, 11)
+    fitted = NearestNeighbors(n_neighbors=11, algorithm="brute").fit(reference.astype(np.float64))
+    expected = fitted.kneighbors(queries.astype(np.float64))[1]
+    np.testing.assert_array_equal(np.sort(indices, axis=1), np.sort(expected, axis=1))
+
+
 def test_votes_match_sklearn_classifier() -> None:
     features, all_labels = _clustered(3500, seed=5)
     reference, labels, queries = features[:3000], all_labels[:3000], features[3000:]

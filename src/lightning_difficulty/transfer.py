@@ -45,6 +45,7 @@ def compare_runs(
         print(result.kendall)
     """
     tables = [_split_rows(read_scores(run), split, run) for run in (run_a, run_b)]
+    _check_same_samples(tables, (run_a, run_b), split)
     for table, run in zip(tables, (run_a, run_b), strict=True):
         if score not in table:
             raise ValueError(f"Run {run} has no column {score!r}; available: {sorted(table.columns)}.")
@@ -69,6 +70,17 @@ def compare_runs(
         hard_jaccard=jaccard,
         runs=[_run_profile(t, run) for t, run in zip(tables, (run_a, run_b), strict=True)],
     )
+
+
+def _check_same_samples(tables: list[pd.DataFrame], runs: tuple[str | Path, str | Path], split: str) -> None:
+    """Refuse runs whose split holds other samples (index i must be the same image in both)."""
+    a, b = (t.sort_values("index")[["index", "label"]].to_numpy() for t in tables)
+    if a.shape != b.shape or not (a == b).all():
+        raise ValueError(
+            f"Runs {runs[0]} and {runs[1]} have different samples in split {split!r} ({len(a)} vs {len(b)} rows, "
+            "or other labels at the same index): their scores cannot be compared sample by sample. Compare runs "
+            "made on the same dataset (same subset and order)."
+        )
 
 
 def _split_rows(table: pd.DataFrame, split: str, run: str | Path) -> pd.DataFrame:

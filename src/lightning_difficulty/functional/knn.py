@@ -6,8 +6,11 @@ converted to float32 one chunk at a time, never as a whole.
 
 Exact search on CPU goes through faiss ``IndexFlatL2`` (BLAS matrix products plus a heap per query); on
 this project's benchmark it was faster than a chunked ``torch.addmm`` + ``torch.topk`` (see
-``benchmarks/probes.py``). Its neighbours and votes match scikit-learn's float64 brute force except
-where two distances tie to float32 precision (tested far from the origin too).
+``benchmarks/probes.py``). Its float32 distances cannot order neighbours whose distances differ by about
+1e-7 (relative), so :func:`knn_search` asks for a few extra candidates and, for the queries whose k-th
+and (k+1)-th candidates are that close, recomputes the candidates' distances in float64 and re-sorts
+them. The *set* of k neighbours, hence every vote, then matches scikit-learn's float64 brute force except
+at exact distance ties; the order inside the set may still differ where distances tie in float32.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ __all__ = ["build_index", "knn_search", "knn_vote", "neighbour_disagreement"]
 
 IndexKind: TypeAlias = Literal["flat", "ivf", "hnsw"]
 _KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+_REFINE_MARGIN = 8  # extra exact-search candidates, re-sorted in float64 at near ties
+_NEAR_TIE = 1e-4  # relative gap in squared distance below which the float32 order is re-checked
 _PROBE_FRACTION = 16  # default IVF nprobe = ceil(nlist / 16)
 _MIN_CANDIDATES = 256  # default IVF nprobe also scans about this many reference rows
 _TRAIN_POINTS_PER_LIST = 40  # faiss asks for >= 39 training points per IVF list
@@ -134,7 +139,9 @@ def knn_search(
     _check_positive_int(batch_size, "batch_size")
     own_ids = _resolve_query_ids(query_ids, data.shape[0], index.ntotal, exclude_self)
     _check_k(k, index.ntotal, exclude_self)
-    k_search = k + int(exclude_self)
+    storage = _flat_storage(index)
+    boundary = k + int(exclude_self)  # candidates kept before the self-exclusion
+    k_search = min(boundary + (_REFINE_MARGIN if storage is not None else 0), index.ntotal)
     distances = np.empty((data.shape[0], k), dtype=np.float32)
     indices = np.empty((data.shape[0], k), dtype=np.int64)
     order = _search_order(index, data, batch_size)
@@ -142,6 +149,8 @@ def knn_search(
         rows = order[start : start + batch_size]
         block = np.ascontiguousarray(data[rows], dtype=np.float32)
         sq_dist, ids = index.search(block, k_search)
+        if storage is not None:
+            _refine_near_ties(block, storage, sq_dist, ids, boundary)
         if own_ids is not None:
             sq_dist, ids = _drop_self(sq_dist, ids, own_ids[rows])
         distances[rows] = np.sqrt(np.maximum(sq_dist[:, :k], 0.0))
@@ -263,6 +272,37 @@ def _resolve_gpu(use_gpu: bool | Literal["auto"], kind: str) -> bool:
     if use_gpu is True and kind == "hnsw":
         raise ValueError("`use_gpu=True` is not available for kind='hnsw' (faiss has no GPU HNSW).")
     return has_gpu and use_gpu is not False and kind != "hnsw"
+
+
+def _flat_storage(index: faiss.Index) -> np.ndarray | None:
+    """Zero-copy ``(N, d)`` float32 view of a CPU exact L2 index's vectors, else None."""
+    if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_L2:
+        return None
+    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+
+def _refine_near_ties(
+    queries: np.ndarray, storage: np.ndarray, sq_dist: np.ndarray, ids: np.ndarray, boundary: int
+) -> None:
+    """Re-sort, in place and by float64 distance, the rows whose set of ``boundary`` nearest is uncertain.
+
+    A row is uncertain when one of the candidate pairs that can decide the set (positions ``k - 1, k``
+    and, with self-exclusion, ``k, k + 1``; here ``boundary - 2 .. boundary``) is closer than
+    ``_NEAR_TIE`` relative. Only those rows are recomputed, so the cost is small.
+    """
+    if sq_dist.shape[1] <= boundary:
+        return
+    lo = max(boundary - 2, 0)
+    edge = sq_dist[:, lo : boundary + 1]
+    gaps = np.diff(edge, axis=1)
+    rows = np.flatnonzero((gaps <= _NEAR_TIE * np.abs(edge[:, 1:])).any(axis=1))
+    if rows.size == 0:
+        return
+    diff = storage[ids[rows]].astype(np.float64) - queries[rows, None, :].astype(np.float64)
+    exact = np.einsum("qkd,qkd->qk", diff, diff)
+    order = np.lexsort((ids[rows], exact), axis=1)
+    sq_dist[rows] = np.take_along_axis(exact, order, axis=1)
+    ids[rows] = np.take_along_axis(ids[rows], order, axis=1)
 
 
 def _drop_self(sq_dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
