@@ -112,6 +112,7 @@ class ConfusionScore(DifficultyCallback):
         self.logits_from = logits_from
         self.record_dir = record_dir
         self._tap = LogitsTap(logits_from)
+        self._state_key = self._generate_state_key(splits=self.splits, logits_from=self.logits_from)
         self._states: dict[str, _SplitState] = {}
         self._batch: Batch | None = None
         self._restored: dict[str, Any] = {}
@@ -119,7 +120,7 @@ class ConfusionScore(DifficultyCallback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(splits=self.splits, logits_from=self.logits_from)
+        return self._state_key
 
     @property
     def scores(self) -> dict[str, np.ndarray]:
