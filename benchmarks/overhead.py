@@ -95,7 +95,7 @@ def main() -> None:
         f"\n{args.dataset}: {len(splits.train)} train / {len(splits.val)} val, {args.epochs} epochs, "
         f"SmallCNN width {args.width}, batch {args.batch_size}, {args.threads} thread(s), {args.repeats} repeats"
     )
-    print(f"| configuration | median s | median ratio vs plain | min ratio | max ratio |\n|---|---|---|---|---|")
+    print("| configuration | median s | median ratio vs plain | min ratio | max ratio |\n|---|---|---|---|---|")
     for name, values in times.items():
         ratios = [v / b for v, b in zip(values, base, strict=True)]
         print(
