@@ -53,6 +53,7 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int = 30, seed: int = 0, 
         enable_model_summary=False,
         enable_checkpointing=False,
         deterministic=True,
+        log_every_n_steps=5,
     )
     trainer.fit(SmallCNN(in_channels=1, num_classes=10, width=16, max_epochs=epochs), train, val)
     assert report.table is not None
@@ -73,12 +74,29 @@ def format_summary(result: DemoResult, *, top: int = 10) -> str:
             lines.append(f"  confusion (nats) quartiles: 25% {q1:.3f} | median {q2:.3f} | 75% {q3:.3f}")
         band = entry.get("error_by_confusion_band")
         if band:
-            lines.append(f"  error rate by confusion band (Pearson rho = {band['pearson_rho']:.3f}):")
+            rho = band["pearson_rho"]
+            rho_text = f"{rho:.3f}" if rho == rho else "n/a: no errors in this split"
+            lines.append(f"  error rate by confusion band (Pearson rho = {rho_text}):")
             for row in band["bands"]:
                 if row["count"]:
                     lines.append(
                         f"    [{row['low']:.3f}, {row['high']:.3f}]  n={row['count']:5d}  error={row['error_rate']:.3f}"
                     )
+    depth = result.summary.get("PredictionDepth", {})
+    lines.append("")
+    for split in ("train", "val"):
+        if split in depth:
+            probes = ", ".join(f"{p} {a:.2f}" for p, a in depth[split]["probe_accuracy"].items())
+            mean_depth = depth[split]["mean_prediction_depth"]
+            lines.append(f"[{split}] mean prediction depth {mean_depth:.2f}; k-NN probe accuracy: {probes}")
+    for split, entry in result.summary.get("DataDifficulty", {}).items():
+        lines.append(f"[{split}] mean kDN (k={entry['k']}) {entry['mean_kdn']:.3f}")
+    if "hard_subset" in result.summary:
+        hard = result.summary["hard_subset"]
+        where = f"{hard['size']} {hard['split']} samples, confusion >= {hard['threshold']:.3f}"
+        lines.append(f"\nHard subset: {where} (hard_subset.json)")
+    if "groups" in result.summary:
+        lines.append(f"GroupDRO groups: sizes {result.summary['groups']['sizes']} in groups.json")
     val = result.table[result.table["split"] == "val"]
     hardest = val.nlargest(top, "confusion")
     columns = [
