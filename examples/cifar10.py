@@ -4,7 +4,7 @@ Trains a small CNN on a CIFAR-10 training subset with ConfusionScore, Prediction
 DataDifficulty, HumanAlignment (CIFAR-10H counts on the test split, used as validation) and a
 DifficultyReport with the error taxonomy, then prints the results and exports figures.
 
-    python examples/cifar10.py --data-dir ../shared/data                  # ~15 min on 2 CPU cores
+    python examples/cifar10.py --data-dir ../shared/data                  # ~9 min on 2 CPU cores
     python examples/cifar10.py --train-subset 5000 --epochs 5 --export-figures ""   # a quick look
 """
 
