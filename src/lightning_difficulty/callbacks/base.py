@@ -20,6 +20,16 @@ def split_name(dataloader_idx: int) -> str:
     return "val" if dataloader_idx == 0 else f"val_{dataloader_idx}"
 
 
+def split_loader(trainer: pl.Trainer, split: str) -> Any:
+    """The trainer's dataloader of ``split`` (``"train"``, ``"val"``, ``"val_<i>"``), the inverse of
+    :func:`split_name`."""
+    if split == "train":
+        return trainer.train_dataloader
+    loaders: Any = trainer.val_dataloaders
+    position = 0 if split == "val" else int(split.split("_")[1])
+    return loaders[position] if isinstance(loaders, (list, tuple)) else loaders
+
+
 def default_run_dir(trainer: pl.Trainer) -> Path:
     """``<trainer.log_dir>/difficulty`` (the same path on every rank)."""
     root = trainer.log_dir or trainer.default_root_dir

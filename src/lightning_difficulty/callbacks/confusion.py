@@ -13,7 +13,7 @@ from typing_extensions import override
 
 from lightning_difficulty.callbacks._distributed import all_gather_int, all_reduce_, barrier
 from lightning_difficulty.callbacks._tap import LogitsTap, no_logits_error
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, run_dir, split_name
+from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, run_dir, split_loader, split_name
 from lightning_difficulty.data import Batch, BatchKeys, unpack_batch
 from lightning_difficulty.functional.confusion import mean_over_epochs, softmax_with_entropy
 from lightning_difficulty.records import EpochRecorder
@@ -193,7 +193,7 @@ class ConfusionScore(DifficultyCallback):
         dataloader_idx: int = 0,
     ) -> None:
         if "val" in self.splits and not trainer.sanity_checking:
-            self._close(trainer, split_name(dataloader_idx), "validation step", dataloader_idx)
+            self._close(trainer, split_name(dataloader_idx), "validation step")
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -208,12 +208,12 @@ class ConfusionScore(DifficultyCallback):
         self._batch = unpack_batch(batch, self.batch_keys)
         self._tap.open(batch_size=int(self._batch.index.shape[0]))
 
-    def _close(self, trainer: pl.Trainer, split: str, where: str, dataloader_idx: int = 0) -> None:
+    def _close(self, trainer: pl.Trainer, split: str, where: str) -> None:
         logits, parsed, self._batch = self._tap.close(), self._batch, None
         assert parsed is not None
         if logits is None:
             raise no_logits_error(where, self.logits_from, int(parsed.index.shape[0]))
-        state = self._state_for(trainer, split, logits, dataloader_idx)
+        state = self._state_for(trainer, split, logits)
         index = parsed.index.to(state.device)
         if state.open_epoch is None:
             self._check_index_range(split, index, state.num_samples)
@@ -231,11 +231,11 @@ class ConfusionScore(DifficultyCallback):
                 "dataset (use `IndexedDataset`)."
             )
 
-    def _state_for(self, trainer: pl.Trainer, split: str, logits: Tensor, dataloader_idx: int) -> _SplitState:
+    def _state_for(self, trainer: pl.Trainer, split: str, logits: Tensor) -> _SplitState:
         state = self._states.get(split)
         if state is not None:
             return state
-        num_samples = _dataset_size(trainer, split, dataloader_idx)
+        num_samples = _dataset_size(trainer, split)
         state = _SplitState(num_samples, int(logits.shape[1]), logits.device)
         kind = self._record_kind(state.num_classes)
         if kind != "none":
@@ -361,11 +361,8 @@ class ConfusionScore(DifficultyCallback):
                 state.recorder.truncate_log(rows[self._rank] if self._rank < len(rows) else 0)
 
 
-def _dataset_size(trainer: pl.Trainer, split: str, dataloader_idx: int) -> int:
-    loader: Any = trainer.train_dataloader if split == "train" else trainer.val_dataloaders
-    if isinstance(loader, (list, tuple)):
-        loader = loader[dataloader_idx]
-    dataset = getattr(loader, "dataset", None)
+def _dataset_size(trainer: pl.Trainer, split: str) -> int:
+    dataset = getattr(split_loader(trainer, split), "dataset", None)
     try:
         return len(dataset)  # type: ignore[arg-type]
     except TypeError as err:

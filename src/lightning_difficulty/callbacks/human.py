@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from typing_extensions import override
 
-from lightning_difficulty.callbacks.base import DifficultyCallback
+from lightning_difficulty.callbacks.base import DifficultyCallback, split_loader
 from lightning_difficulty.functional.human import (
     annotations_to_counts,
     human_difficulty,
@@ -66,10 +66,7 @@ class HumanAlignment(DifficultyCallback):
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.split.startswith("val") and self.counts is None:
-            loaders: Any = trainer.val_dataloaders
-            position = 0 if self.split == "val" else int(self.split.split("_")[1])
-            loader = loaders[position] if isinstance(loaders, (list, tuple)) else loaders
-            self._check_rows(len(loader.dataset))
+            self._check_rows(len(split_loader(trainer, self.split).dataset))
 
     def _check_rows(self, num_samples: int) -> None:
         rows = _num_rows(self._source, self.key)

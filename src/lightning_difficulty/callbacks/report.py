@@ -18,7 +18,7 @@ from typing_extensions import override
 from lightning_difficulty import analysis
 from lightning_difficulty.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
 from lightning_difficulty.callbacks._distributed import barrier
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir
+from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir, split_loader
 from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
 from lightning_difficulty.inference import SplitArrays, fit_end_arrays
@@ -220,7 +220,7 @@ class DifficultyReport(Callback):
         )
 
         def fetch(split: str, indices: Sequence[int]) -> torch.Tensor:
-            dataset = _split_dataset(trainer, split)
+            dataset = split_loader(trainer, split).dataset
             return torch.stack([torch.as_tensor(np.asarray(_input_of(dataset[int(i)]))) for i in indices])
 
         depth = next((cb for cb in callbacks if isinstance(cb, PredictionDepth) and cb.results), None)
@@ -287,16 +287,6 @@ def _annotation_counts(callbacks: list[DifficultyCallback], split: str) -> np.nd
         if isinstance(cb, HumanAlignment) and cb.split == split:
             return cb.counts
     return None
-
-
-def _split_dataset(trainer: pl.Trainer, split: str) -> Any:
-    if split == "train":
-        loader: Any = trainer.train_dataloader
-    else:
-        loaders = trainer.val_dataloaders
-        position = 0 if split == "val" else int(split.split("_")[1])
-        loader = loaders[position] if isinstance(loaders, (list, tuple)) else loaders
-    return loader.dataset
 
 
 def _input_of(item: Any) -> Any:
