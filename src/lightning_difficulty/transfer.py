@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
-from lightning_difficulty.functional.bands import accuracy_by_band
+from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.errors import error_category_summary
 from lightning_difficulty.table import read_scores
 
@@ -114,7 +114,7 @@ def evaluate_predictions(
 
     Returns:
         One row per band plus ``"hard subset"`` and ``"all"`` rows: ``band``, ``mean_score``, ``count``,
-        ``error_rate``.
+        ``error_rate`` (NaN for an empty band).
 
     Example::
 
@@ -130,16 +130,13 @@ def evaluate_predictions(
         )
     correct = pred == rows["label"].to_numpy()
     scores = rows["confusion"].to_numpy(float)
-    edges = np.linspace(np.nanmin(scores), np.nanmax(scores), num_bands + 1)[1:-1]
-    bands = np.searchsorted(edges, scores, side="right")
-    table = accuracy_by_band(correct, bands, num_bands=num_bands)
-    sums = np.bincount(bands, weights=scores, minlength=num_bands)
+    by_band = band_error_correlation(scores, correct, num_bands=num_bands, binning="width")
     out = pd.DataFrame(
         {
             "band": [str(b) for b in range(num_bands)],
-            "mean_score": sums / np.maximum(table.count, 1),
-            "count": table.count,
-            "error_rate": table.error,
+            "mean_score": by_band.mean_score,
+            "count": by_band.table.count,
+            "error_rate": by_band.table.error,
         }
     )
     subsets = [("all", np.ones(len(rows), dtype=bool))]
