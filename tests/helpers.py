@@ -136,3 +136,30 @@ class StridedSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         _, world = self._rank_world()
         return -(-self.size // world)
+
+
+class MappedBlobs(Dataset):
+    """Blobs as 1x2x3 "images" in mapping items with custom keys ``x`` / ``y`` / ``id``."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.base = blobs(n, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        x, y = self.base[i]
+        return {"x": x.reshape(1, 2, 3), "y": y, "id": i}
+
+
+class MappedMLP(TinyMLP):
+    """TinyMLP reading mapping batches with keys ``x`` / ``y``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.flatten(1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return F.cross_entropy(self(batch["x"]), batch["y"])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", F.cross_entropy(self(batch["x"]), batch["y"]))

@@ -232,3 +232,35 @@ def test_predictions_beyond_the_largest_label_with_tensorboard(tmp_path: Path) -
     report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)
     fit(tmp_path, ExtraClassMLP(), [ConfusionScore(), report], blobs(24), blobs(8), logger=logger)
     assert report.table is not None and (report.table["prediction"] == 4).all()
+
+
+def test_custom_batch_keys_reach_the_image_views(tmp_path: Path) -> None:
+    # image grids fetch inputs from the dataset items: they must use the user's BatchKeys, not "input"
+    from torch.utils.data import DataLoader
+
+    from lightning_difficulty import BatchKeys
+    from tests.helpers import MappedBlobs, MappedMLP, trainer_kwargs
+
+    keys = BatchKeys(input="x", target="y", index="id")
+    report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=1)
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    trainer = L.Trainer(
+        max_epochs=1, callbacks=[ConfusionScore(batch_keys=keys), report], **trainer_kwargs(tmp_path, logger=logger)
+    )
+    trainer.fit(
+        MappedMLP(), DataLoader(MappedBlobs(24), batch_size=8), DataLoader(MappedBlobs(8, seed=3), batch_size=8)
+    )
+    accumulator = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert "difficulty/hardest_easiest/val" in accumulator.Tags()["images"]
+
+
+def test_tabular_inputs_skip_the_image_views(tmp_path: Path) -> None:
+    # vectors are no images: grids, instance strips and sprites are skipped, every other view is logged
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    callbacks = [ConfusionScore(), PredictionDepth(k=3), DifficultyReport(dirpath=tmp_path / "out")]
+    fit(tmp_path, TinyMLP(), callbacks, blobs(24), blobs(8), logger=logger)
+    tags = _events(tmp_path / "tb").Tags()["images"]
+    assert "difficulty/confusion_matrix/val" in tags and "difficulty/difficulty_flow/val" in tags
+    assert not [t for t in tags if "hardest_easiest" in t or "instances" in t]
+    assert (tmp_path / "out" / "scores.parquet").exists()

@@ -103,6 +103,17 @@ _HOW_TO_FIX = (
 )
 
 
+def item_input(item: Any, keys: BatchKeys = BatchKeys()) -> Any:
+    """The input part of one dataset item (a mapping or a sequence), located like :func:`unpack_batch`.
+
+    Example::
+
+        >>> item_input({"x": 1, "y": 0}, BatchKeys(input="x"))
+        1
+    """
+    return item[keys.input] if isinstance(item, Mapping) else item[keys.input_position]
+
+
 def unpack_batch(batch: Any, keys: BatchKeys = BatchKeys()) -> Batch:
     """Split a batch into input, target and dataset index.
 

@@ -19,9 +19,10 @@ from lightning_difficulty import analysis
 from lightning_difficulty.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
 from lightning_difficulty.callbacks._distributed import barrier
 from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir, split_loader
+from lightning_difficulty.data import item_input
 from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
-from lightning_difficulty.inference import SplitArrays, fit_end_arrays
+from lightning_difficulty.inference import SplitArrays, collect_request, fit_end_arrays
 from lightning_difficulty.io import write_json
 from lightning_difficulty.table import build_table, write_table
 
@@ -125,7 +126,7 @@ class DifficultyReport(Callback):
             self._write_manifests(run_dir, trainer)
             write_table(self.table, run_dir / "scores.parquet")
             write_json(run_dir / "summary.json", self.summary)
-            self._log_views(trainer, arrays, callbacks)
+            self._log_views(trainer, pl_module, arrays, callbacks)
         barrier()
         if trainer.is_global_zero and not self.keep_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
@@ -202,7 +203,11 @@ class DifficultyReport(Callback):
 
     # -- TensorBoard -------------------------------------------------------------------------------
     def _log_views(
-        self, trainer: pl.Trainer, arrays: dict[str, SplitArrays], callbacks: list[DifficultyCallback]
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        arrays: dict[str, SplitArrays],
+        callbacks: list[DifficultyCallback],
     ) -> None:
         from lightning_difficulty.callbacks.prediction_depth import PredictionDepth
         from lightning_difficulty.views import report_views
@@ -219,16 +224,21 @@ class DifficultyReport(Callback):
             projector_split=self.projector_split,
         )
 
+        keys = collect_request(trainer, pl_module).batch_keys  # the keys the fit-end pass used
+
         def fetch(split: str, indices: Sequence[int]) -> torch.Tensor:
             dataset = split_loader(trainer, split).dataset
-            return torch.stack([torch.as_tensor(np.asarray(_input_of(dataset[int(i)]))) for i in indices])
+            return torch.stack([torch.as_tensor(np.asarray(item_input(dataset[int(i)], keys))) for i in indices])
+
+        images = fetch if _is_image(fetch("train", [0])[0]) else None  # tabular inputs: no image views
 
         depth = next((cb for cb in callbacks if isinstance(cb, PredictionDepth) and cb.results), None)
         for split, rows in self.table.groupby("split", sort=False):
             split = str(split)
-            report_views.log_split_views(writer, split, rows, self.summary["splits"][split], step, options, fetch)
+            report_views.log_split_views(writer, split, rows, self.summary["splits"][split], step, options, images)
             if depth is not None and "prediction_depth" in rows:
                 report_views.log_depth_views(writer, split, rows, depth.probe_names, step, options)
+            if depth is not None and "prediction_depth" in rows and images is not None:
                 train_labels = np.asarray(arrays["train"].labels)
                 report_views.log_instance_views(
                     writer,
@@ -238,14 +248,19 @@ class DifficultyReport(Callback):
                     train_labels,
                     step,
                     options,
-                    fetch,
+                    images,
                 )
         if depth is not None and self.projector_split in arrays and len(depth.probe_names) > 2:
             penultimate = depth.probe_names[-2]
             rows = self.table[self.table["split"] == self.projector_split]
             embeddings = arrays[self.projector_split].layers[penultimate]
-            report_views.write_projection(logger.log_dir, rows, embeddings, step, options, fetch)
+            report_views.write_projection(logger.log_dir, rows, embeddings, step, options, images)
         writer.flush()
+
+
+def _is_image(sample: torch.Tensor) -> bool:
+    """(H, W), or (C, H, W) / (H, W, C) with 1 or 3 channels: what the image views can draw."""
+    return sample.ndim == 2 or (sample.ndim == 3 and (sample.shape[0] in (1, 3) or sample.shape[-1] in (1, 3)))
 
 
 def _band_summary(confusion: np.ndarray, correct: np.ndarray, num_bands: int) -> dict[str, Any]:
@@ -287,7 +302,3 @@ def _annotation_counts(callbacks: list[DifficultyCallback], split: str) -> np.nd
         if isinstance(cb, HumanAlignment) and cb.split == split:
             return cb.counts
     return None
-
-
-def _input_of(item: Any) -> Any:
-    return item["input"] if isinstance(item, dict) else item[0]

@@ -16,7 +16,7 @@ from lightning_difficulty.views.images import hardest_easiest_grid_figure, neigh
 from lightning_difficulty.views.projector import write_projector
 
 ImageFetcher = Callable[[str, Sequence[int]], torch.Tensor]
-"""``(split, dataset indices) -> stacked inputs``."""
+"""``(split, dataset indices) -> stacked inputs``; ``None`` where the inputs are not images."""
 
 
 @dataclass
@@ -36,7 +36,7 @@ def log_split_views(
     summary: dict[str, Any],
     step: int,
     options: ViewOptions,
-    fetch: ImageFetcher,
+    fetch: ImageFetcher | None,
 ) -> None:
     """Every per-split figure the table supports (columns decide which)."""
     band = summary.get("error_by_confusion_band")
@@ -52,7 +52,7 @@ def log_split_views(
     if len(present) >= 2 and "correct" in rows:
         fig = figures.perspective_heatmaps_figure(present, rows["correct"].to_numpy(bool))
         writer.add_figure(f"difficulty/perspectives/{split}", fig, step)
-    if "confusion" in rows and options.grid_per_class > 0:
+    if "confusion" in rows and options.grid_per_class > 0 and fetch is not None:
         _log_grid(writer, split, rows, step, options, fetch)
     if "human_correlations" in summary:
         table = [{"perspective": k, **v} for k, v in summary["human_correlations"].items()]
@@ -126,7 +126,12 @@ def _log_grid(
 
 
 def write_projection(
-    log_dir: str, rows: pd.DataFrame, embeddings: np.ndarray, step: int, options: ViewOptions, fetch: ImageFetcher
+    log_dir: str,
+    rows: pd.DataFrame,
+    embeddings: np.ndarray,
+    step: int,
+    options: ViewOptions,
+    fetch: ImageFetcher | None,
 ) -> None:
     """Projector embedding of the query split with every per-sample column as metadata and sprites."""
     keep = rows["index"].to_numpy()
@@ -151,7 +156,7 @@ def write_projection(
     for column in ("label", "prediction"):
         if column in metadata:
             metadata[f"{column}_name"] = np.asarray(options.class_names)[metadata[column]]
-    images = to_display_images(fetch(options.projector_split, keep.tolist()))
+    images = None if fetch is None else to_display_images(fetch(options.projector_split, keep.tolist()))
     write_projector(
         log_dir,
         f"difficulty/{options.projector_split}",
