@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_difficulty import ConfusionScore, DataDifficulty, DifficultyReport, IndexedDataset, PredictionDepth
-from lightning_difficulty.datasets import Splits, default_data_dir, load_cifar10_splits, load_digits_splits
-from lightning_difficulty.models import SmallCNN
+from lightning_difficulty.demo.datasets import Splits, default_data_dir, load_cifar10_splits, load_digits_splits
+from lightning_difficulty.demo.models import SmallCNN
 
 CONFIGS: dict[str, Callable[[Path], list[Any]]] = {
     "plain": lambda out: [],

@@ -32,8 +32,8 @@ from lightning_difficulty import (
     IndexedDataset,
     PredictionDepth,
 )
-from lightning_difficulty.datasets import ArrayDataset, default_data_dir, load_cifar10_splits
-from lightning_difficulty.models import SmallCNN
+from lightning_difficulty.demo.datasets import ArrayDataset, default_data_dir, load_cifar10_splits
+from lightning_difficulty.demo.models import SmallCNN
 from lightning_difficulty.views import figures
 from lightning_difficulty.views.images import save_figure
 

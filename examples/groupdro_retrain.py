@@ -43,14 +43,14 @@ from lightning_difficulty import (
     IndexedDataset,
     group_balanced_sampler,
 )
-from lightning_difficulty.datasets import (
+from lightning_difficulty.demo.datasets import (
     ArrayDataset,
     Splits,
     default_data_dir,
     load_cifar10_splits,
     load_digits_splits,
 )
-from lightning_difficulty.models import SmallCNN
+from lightning_difficulty.demo.models import SmallCNN
 
 T = TypeVar("T")
 

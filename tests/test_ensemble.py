@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import entropy as scipy_entropy
 
-from lightning_difficulty.ensemble import (
+from lightning_difficulty.runs.combine import (
     combine_runs,
     ensemble_confusion,
     max_entropy_error,
@@ -21,8 +21,8 @@ from lightning_difficulty.ensemble import (
     topk_reconstruct,
     write_epoch_record,
 )
-from lightning_difficulty.manifest import label_fingerprint
-from lightning_difficulty.records import EpochRecorder
+from lightning_difficulty.storage.manifest import label_fingerprint
+from lightning_difficulty.storage.records import EpochRecorder
 
 N, C, EPOCHS, M = 9, 4, [0, 1, 3], 3
 

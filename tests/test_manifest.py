@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_difficulty.manifest import GroupsManifest, HardSubset, HardSubsetManifest, label_fingerprint
+from lightning_difficulty.storage.manifest import GroupsManifest, HardSubset, HardSubsetManifest, label_fingerprint
 
 
 class _LabelledList:

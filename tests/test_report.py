@@ -24,7 +24,7 @@ from lightning_difficulty import (
     HumanAlignment,
     PredictionDepth,
 )
-from lightning_difficulty.manifest import GroupsManifest, HardSubsetManifest
+from lightning_difficulty.storage.manifest import GroupsManifest, HardSubsetManifest
 from tests.helpers import TinyMLP, blobs
 from tests.helpers_integration import ExtraClassMLP, ImageMLP, fit, image_blobs, run_forward
 

@@ -1,6 +1,5 @@
 """Per-sample difficulty analysis for PyTorch Lightning classifiers."""
 
-from lightning_difficulty.analysis import ErrorTaxonomy
 from lightning_difficulty.callbacks import (
     ConfusionScore,
     DataDifficulty,
@@ -10,12 +9,13 @@ from lightning_difficulty.callbacks import (
     PredictionDepth,
 )
 from lightning_difficulty.data import BatchKeys, IndexedDataset, MissingIndexError
-from lightning_difficulty.ensemble import combine_runs
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
 from lightning_difficulty.groupdro import GroupDROLoss, GroupDROModule, group_balanced_sampler
-from lightning_difficulty.manifest import GroupsManifest, HardSubset, HardSubsetManifest
-from lightning_difficulty.table import read_scores
-from lightning_difficulty.transfer import compare_runs, evaluate_predictions
+from lightning_difficulty.pipeline.analysis import ErrorTaxonomy
+from lightning_difficulty.runs.combine import combine_runs
+from lightning_difficulty.runs.compare import compare_runs, evaluate_predictions
+from lightning_difficulty.storage.manifest import GroupsManifest, HardSubset, HardSubsetManifest
+from lightning_difficulty.storage.table import read_scores
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from lightning_difficulty.demo import format_summary, run_demo
+    from lightning_difficulty.demo.run import format_summary, run_demo
 
     result = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
     print(format_summary(result))
@@ -17,7 +17,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from lightning_difficulty.transfer import compare_runs, comparison_json
+    from lightning_difficulty.runs.compare import compare_runs, comparison_json
 
     result = compare_runs(args.run_a, args.run_b, split=args.split, score=args.score)
     if args.json:
@@ -37,7 +37,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _combine(args: argparse.Namespace) -> int:
-    from lightning_difficulty.ensemble import combine_runs
+    from lightning_difficulty.runs.combine import combine_runs
 
     table = combine_runs(args.runs, args.out, split=args.split)
     print(f"Wrote {args.out}/scores.parquet: {len(table)} rows, ensemble of {len(args.runs)} runs")
@@ -48,7 +48,7 @@ def _combine(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from lightning_difficulty.transfer import evaluate_predictions
+    from lightning_difficulty.runs.compare import evaluate_predictions
 
     table = evaluate_predictions(args.run, np.load(args.predictions), split=args.split, num_bands=args.bands)
     if args.logdir:

@@ -16,7 +16,7 @@ from lightning_difficulty.callbacks._tap import LogitsTap, no_logits_error
 from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, run_dir, split_loader, split_name
 from lightning_difficulty.data import Batch, BatchKeys, unpack_batch
 from lightning_difficulty.functional.confusion import mean_over_epochs, softmax_with_entropy
-from lightning_difficulty.records import EpochRecorder
+from lightning_difficulty.storage.records import EpochRecorder
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl

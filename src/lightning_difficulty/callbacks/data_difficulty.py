@@ -11,7 +11,7 @@ from typing_extensions import override
 from lightning_difficulty.callbacks._probe import ProbeConfig, neighbour_labels_by_split
 from lightning_difficulty.callbacks.base import DifficultyCallback
 from lightning_difficulty.functional.knn import neighbour_disagreement
-from lightning_difficulty.inference import fit_end_arrays
+from lightning_difficulty.pipeline.capture import fit_end_arrays
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl

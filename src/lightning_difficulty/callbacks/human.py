@@ -17,7 +17,7 @@ from lightning_difficulty.functional.human import (
     human_max_disagreement,
     load_annotations,
 )
-from lightning_difficulty.inference import fit_end_arrays
+from lightning_difficulty.pipeline.capture import fit_end_arrays
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl

@@ -14,7 +14,7 @@ from lightning_difficulty.callbacks.base import Columns, DifficultyCallback
 from lightning_difficulty.data import BatchKeys
 from lightning_difficulty.functional.knn import knn_search, knn_vote, neighbour_disagreement
 from lightning_difficulty.functional.prediction_depth import prediction_depth
-from lightning_difficulty.inference import (
+from lightning_difficulty.pipeline.capture import (
     PassRequest,
     Reduction,
     SplitArrays,
@@ -36,7 +36,7 @@ class PredictionDepth(DifficultyCallback):
 
     At fit end the final model runs once in eval mode over the training data (the probes' reference
     set, with true labels) and the validation data; every probed layer's output is reduced (see
-    :class:`~lightning_difficulty.inference.ActivationReducer`) and stored on disk. Probe ``l``
+    :class:`~lightning_difficulty.pipeline.capture.ActivationReducer`) and stored on disk. Probe ``l``
     votes with the ``k`` nearest training embeddings (Euclidean, majority, ties to the smallest
     class; training samples leave themselves out). ``PD(x)`` is the first probe from which every
     later probe agrees with the network's final prediction; ``L + 1`` if even the last disagrees.

@@ -15,16 +15,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from lightning_difficulty import analysis
-from lightning_difficulty.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
 from lightning_difficulty.callbacks._distributed import barrier
 from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir, split_loader
 from lightning_difficulty.data import item_input
 from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
-from lightning_difficulty.inference import SplitArrays, collect_request, fit_end_arrays
-from lightning_difficulty.io import write_json
-from lightning_difficulty.table import build_table, write_table
+from lightning_difficulty.pipeline import analysis
+from lightning_difficulty.pipeline.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
+from lightning_difficulty.pipeline.capture import SplitArrays, collect_request, fit_end_arrays
+from lightning_difficulty.storage.atomic import write_json
+from lightning_difficulty.storage.table import build_table, write_table
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lightning_difficulty.analysis import PERSPECTIVES
+from lightning_difficulty.pipeline.analysis import PERSPECTIVES
 from lightning_difficulty.views import figures
 from lightning_difficulty.views.images import hardest_easiest_grid_figure, neighbour_strip_figure, to_display_images
 from lightning_difficulty.views.projector import write_projector

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 from torch.utils.data import Dataset
 
 from lightning_difficulty.functional.bands import band_edges, select_hard, threshold_bands
-from lightning_difficulty.io import write_json
+from lightning_difficulty.storage.atomic import write_json
 
 __all__ = [
     "GroupsManifest",

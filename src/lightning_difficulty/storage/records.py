@@ -1,6 +1,6 @@
 """Per-epoch probability records on disk, for ensembles of seeds (Eq. 1-3 need each epoch's vectors).
 
-Layout (read by :mod:`lightning_difficulty.ensemble`)::
+Layout (read by :mod:`lightning_difficulty.runs.combine`)::
 
     <run_dir>/records/<split>/manifest.json
     <run_dir>/records/<split>/epoch_0003.probs.npy          float32 (N, C); NaN rows = not seen
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_difficulty.io import write_json, write_npy
+from lightning_difficulty.storage.atomic import write_json, write_npy
 
 RecordKind = Literal["probs", "topk"]
 FORMAT = "lightning-difficulty/records"

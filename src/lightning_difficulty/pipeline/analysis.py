@@ -25,7 +25,7 @@ from lightning_difficulty.functional.errors import (
 )
 from lightning_difficulty.functional.human import perspective_correlations
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds, assign_patterns, pattern_summary
-from lightning_difficulty.manifest import GroupsManifest, HardSubsetManifest
+from lightning_difficulty.storage.manifest import GroupsManifest, HardSubsetManifest
 
 PERSPECTIVES = ("confusion", "prediction_depth", "kdn", "human_difficulty")
 

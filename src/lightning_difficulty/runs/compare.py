@@ -13,7 +13,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.errors import error_category_summary
-from lightning_difficulty.table import read_scores
+from lightning_difficulty.storage.table import read_scores
 
 
 @dataclass(frozen=True)

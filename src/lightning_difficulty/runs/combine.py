@@ -53,8 +53,8 @@ from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 
 from lightning_difficulty.functional.confusion import entropy
-from lightning_difficulty.io import atomic_path, write_json, write_npy
-from lightning_difficulty.manifest import label_fingerprint as _label_fingerprint
+from lightning_difficulty.storage.atomic import atomic_path, write_json, write_npy
+from lightning_difficulty.storage.manifest import label_fingerprint as _label_fingerprint
 
 __all__ = [
     "EntropyBounds",

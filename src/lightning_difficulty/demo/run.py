@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 
 from lightning_difficulty.callbacks import ConfusionScore, DataDifficulty, DifficultyReport, PredictionDepth
 from lightning_difficulty.data import IndexedDataset
-from lightning_difficulty.datasets import load_digits_splits
-from lightning_difficulty.models import SmallCNN
+from lightning_difficulty.demo.datasets import load_digits_splits
+from lightning_difficulty.demo.models import SmallCNN
 
 
 @dataclass

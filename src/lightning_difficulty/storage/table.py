@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightning_difficulty.io import atomic_path
+from lightning_difficulty.storage.atomic import atomic_path
 
 LEADING_COLUMNS = ("split", "index", "label", "prediction", "correct")
 

@@ -1,0 +1,1 @@
+"""What the package writes and reads on disk: atomic files, the table, per-epoch records, manifests."""
