@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# the local CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0 || echo "torch==2.13.0 not available here; pip will pick a torch build"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the dashboard's browser tests drive Debian's chromium (Playwright's own browser download cannot work here)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $(STAMP)
 
 setup: $(STAMP)

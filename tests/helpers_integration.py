@@ -179,3 +179,9 @@ class ExtraClassMLP(TinyMLP):
         super().__init__(num_classes=5, lr=0.0)
         with torch.no_grad():
             self.out.bias[4] = 100.0
+
+
+def measure_summary(trainer: L.Trainer, callback: Any) -> dict[str, Any]:
+    """The callback's entry in the report's ``summary.json`` (keyed by its ``state_key``)."""
+    report = next(cb for cb in trainer.callbacks if isinstance(cb, DifficultyReport))  # type: ignore[attr-defined]
+    return report.summary["measures"][callback.state_key]

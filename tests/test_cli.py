@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau, spearmanr
 
-from lightning_difficulty.cli import main
+from lightning_difficulty.cli import build_parser, main
 from tests.helpers_integration import tiny_report_run
 
 N_VAL = 24
@@ -32,11 +38,23 @@ def _val(run: Path) -> pd.DataFrame:
     return table[table["split"] == "val"].sort_values("index").reset_index(drop=True)
 
 
+def _printed_commands(printed: str) -> list[list[str]]:
+    """The commands the demo prints under "Next:" (comments dropped), split into words."""
+    lines = printed.split("\nNext:\n", 1)[1].splitlines()
+    return [line.split("#")[0].split() for line in lines if line.startswith("  ")]
+
+
+def _executable(word: str) -> bool:
+    return Path(word).is_file() or shutil.which(word) is not None
+
+
 @pytest.mark.slow
-def test_demo_prints_the_summary_and_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo"
-    assert main(["demo", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+def test_demo_two_seeds_then_the_printed_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs" / "demo"
+    assert main(["demo", "--epochs", "2", "--seed", "1", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "it/s" not in captured.out + captured.err  # stdout is not a terminal: no progress bars
     table = pd.read_parquet(out / "difficulty" / "scores.parquet")
     for split, rows in table.groupby("split"):
         assert f"[{split}] {len(rows)} samples, accuracy {rows['correct'].mean():.3f}" in printed
@@ -45,13 +63,118 @@ def test_demo_prints_the_summary_and_writes_the_table(tmp_path: Path, capsys: py
     assert "10 hardest validation samples:" in printed
     hardest = table[table["split"] == "val"].nlargest(1, "confusion").iloc[0]
     assert f"{hardest['confusion']:.6f}" in printed
-    assert f"TensorBoard: tensorboard --logdir {out}" in printed
     assert {"prediction_depth", "kdn"} <= set(table.columns)
 
-    # a run compared with itself agrees perfectly
-    run = str(out / "difficulty")
-    assert main(["compare", run, run]) == 0
-    assert "Spearman rho 1.0000   Kendall tau 1.0000" in capsys.readouterr().out
+    tensorboard, demo, compare, combine = _printed_commands(printed)
+    for command in (tensorboard, demo, compare, combine):
+        assert _executable(command[0]), f"{command[0]} (printed by the demo) does not exist"
+    # TensorBoard's log folder holds the run in a named sub-folder (not ".")
+    assert tensorboard[1:] == ["--logdir", str(tmp_path / "runs")]
+    assert [p.parent for p in (tmp_path / "runs").rglob("events.out.tfevents.*")] == [out]
+
+    # the second seed, as printed (shorter): the same fixed split, other training
+    assert demo[1:] == ["demo", "--seed", "2", "--out", str(tmp_path / "runs" / "demo_seed2")]
+    assert main([*demo[1:], "--epochs", "2"]) == 0
+    capsys.readouterr()
+    other = pd.read_parquet(tmp_path / "runs" / "demo_seed2" / "difficulty" / "scores.parquet")
+    for split in ("train", "val"):
+        a, b = (t[t["split"] == split].sort_values("index") for t in (table, other))
+        np.testing.assert_array_equal(a["label"].to_numpy(), b["label"].to_numpy())
+        assert not np.allclose(a["confusion"], b["confusion"])  # another seed trains another model
+
+    assert main(compare[1:]) == 0
+    a, b = (t[t["split"] == "val"].sort_values("index") for t in (table, other))
+    rho = spearmanr(a["confusion"], b["confusion"]).statistic
+    assert f"val', score 'confusion', {len(a)} samples" in (shown := capsys.readouterr().out)
+    assert f"Spearman rho {rho:.4f}" in shown
+
+    assert main(combine[1:]) == 0
+    ensemble = pd.read_parquet(Path(combine[combine.index("-o") + 1]) / "scores.parquet")
+    assert ensemble.groupby("split").size().to_dict() == table.groupby("split").size().to_dict()
+    for split in ("train", "val"):
+        mine = table[table["split"] == split].sort_values("index")["confusion"].to_numpy()
+        run0 = ensemble[ensemble["split"] == split]["confusion_run0"].to_numpy()
+        np.testing.assert_allclose(run0, mine, rtol=1e-5)
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    (out / "lightning_logs").mkdir(parents=True)
+    (out / "lightning_logs" / "model.ckpt").write_text("precious")
+    assert main(["demo", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} holds 1 file(s) the demo did not write (lightning_logs/model.ckpt)" in err
+    assert [p.name for p in out.rglob("*")] == ["lightning_logs", "model.ckpt"]
+    assert (out / "lightning_logs" / "model.ckpt").read_text() == "precious"
+
+
+@pytest.mark.slow
+def test_demo_rerun_removes_only_its_own_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--epochs", "1", "--out", str(out)]) == 0
+    first = sorted(p for p in out.rglob("*") if p.is_file())
+    assert main(["demo", "--epochs", "1", "--out", str(out)]) == 0  # a previous demo run: replaced
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    assert len(sorted(p for p in out.rglob("*") if p.is_file())) == len(first)
+    (out / "difficulty" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["demo", "--epochs", "1", "--out", str(out)]) == 2
+    assert "difficulty/notes.txt" in capsys.readouterr().err
+    assert (out / "difficulty" / "notes.txt").read_text() == "mine"
+    assert (out / "difficulty" / "scores.parquet").exists()  # nothing was deleted before refusing
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--epochs", "0"], "argument --epochs: expected a whole number >= 1, got 0"),
+        (["demo", "--epochs", "-1"], "argument --epochs: expected a whole number >= 1, got -1"),
+        (["demo", "--epochs", "ten"], "argument --epochs: expected a whole number >= 1, got 'ten'"),
+        (["demo", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+        (["evaluate", "run", "p.npy", "--bands", "1"], "argument --bands: expected at least 2 bands, got 1"),
+        (["combine", "run_a"], "the following arguments are required: -o/--out"),
+    ],
+)
+def test_bad_values_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage: lightning-difficulty" in err
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(found[0].choices)
+
+
+def test_every_option_has_help_and_there_is_a_version(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    commands = _subparsers(parser)
+    assert sorted(commands) == ["combine", "compare", "demo", "evaluate"]
+    for name, command in [("lightning-difficulty", parser), *commands.items()]:
+        assert command.description and len(command.description) > 80, f"{name} has no real description"
+        assert "usage: lightning-difficulty" in command.format_help()  # every help text renders
+        for action in command._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+    assert "Owns nothing" not in parser.format_help()  # the user sees a description, not a docstring
+    assert "row i = dataset index i" in commands["evaluate"].format_help()
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lightning-difficulty {version('lightning-difficulty')}"
+
+
+def test_help_imports_no_heavy_module() -> None:
+    # --help must answer at once (well under 1 s): torch, lightning, pandas load only when a command runs
+    code = (
+        "import sys\nfrom lightning_difficulty.cli import main\n"
+        "try:\n    main(['compare', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'pandas', 'numpy', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_compare_matches_scipy(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,9 +233,24 @@ def test_combine_refuses_runs_with_different_epochs(
     err = capsys.readouterr().err
     assert "combine: error:" in err and "epochs" in err
     assert not (tmp_path / "x" / "scores.parquet").exists()
-    # both runs recorded train and val: without --split the choice is refused, not guessed
-    assert main(["combine", str(runs["a"]), str(runs["b"]), "-o", str(tmp_path / "y")]) == 2
-    assert "split" in capsys.readouterr().err
+
+
+def test_combine_without_split_takes_every_split(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as `combine --help` says: by default every split both runs recorded (here train and val)
+    assert main(["combine", str(runs["a"]), str(runs["b"]), "-o", str(tmp_path / "all")]) == 0
+    assert "(train, val), ensemble of 2 runs" in capsys.readouterr().out
+    table = pd.read_parquet(tmp_path / "all" / "scores.parquet")
+    for split in ("train", "val"):
+        rows = table[table["split"] == split]
+        name = Path("records") / split / "epoch_0001.probs.npy"
+        pa, pb = (np.load(runs[r] / name).astype(np.float64) for r in ("a", "b"))
+        first = Path("records") / split / "epoch_0000.probs.npy"
+        qa, qb = (np.load(runs[r] / first).astype(np.float64) for r in ("a", "b"))
+        expected = (_entropy_nats((pa + pb) / 2) + _entropy_nats((qa + qb) / 2)) / 2
+        np.testing.assert_allclose(rows["confusion"].to_numpy(), expected, rtol=1e-10)
+        assert rows["index"].tolist() == list(range(len(pa)))
 
 
 def _evaluate(run: Path, predictions: np.ndarray, path: Path, capsys: pytest.CaptureFixture[str]) -> list[dict]:
@@ -154,3 +292,83 @@ def test_compare_refuses_runs_on_different_samples(tmp_path: Path, capsys: pytes
         table.to_parquet(run / "scores.parquet")
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "different samples" in capsys.readouterr().err
+
+
+def _synthetic_run(path: Path, seed: int, n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(
+        {
+            "split": "val",
+            "index": np.arange(n),
+            "label": np.arange(n) % 4,
+            "correct": rng.random(n) > 0.3,
+            "confusion": rng.random(n),
+            "kdn": rng.integers(0, 11, n) / 10,  # many ties
+            "prediction_depth": rng.integers(0, 5, n),
+        }
+    )
+    table["hard"] = table["confusion"] >= np.sort(table["confusion"])[-4]
+    path.mkdir()
+    table.to_parquet(path / "scores.parquet")
+    return table
+
+
+def _top(table: pd.DataFrame, score: str, k: int) -> set[int]:
+    """Reference: the k highest scores, ties broken by the smaller index (plain Python sort)."""
+    ranked = sorted(zip(table[score], table["index"], strict=True), key=lambda pair: (-pair[0], pair[1]))
+    return {int(index) for _, index in ranked[:k]}
+
+
+def test_compare_score_drives_the_hard_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _synthetic_run(tmp_path / "a", 0), _synthetic_run(tmp_path / "b", 1)
+    run_a, run_b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert main(["compare", run_a, run_b, "--score", "kdn", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    hard_a, hard_b = _top(a, "kdn", 4), _top(b, "kdn", 4)  # 10 % of 40
+    assert result["spearman"] == pytest.approx(spearmanr(a["kdn"], b["kdn"]).statistic)
+    assert result["hard_overlap"] == pytest.approx(len(hard_a & hard_b) / 4)
+    assert result["hard_jaccard"] == pytest.approx(len(hard_a & hard_b) / len(hard_a | hard_b))
+    assert "top 10% by kdn" in result["hard_rule"]
+    # with confusion, the runs' own `hard` column is used
+    assert main(["compare", run_a, run_b]) == 0
+    shown = capsys.readouterr().out
+    both = set(a.loc[a["hard"], "index"]) & set(b.loc[b["hard"], "index"])
+    assert f"hard subsets (each run's hard column, top confusion): {len(both) / 4:.1%} of A's" in shown
+
+    assert main(["compare", run_a, run_b, "--score", "label"]) == 2
+    err = capsys.readouterr().err
+    assert "--score 'label' is not a difficulty score" in err
+    assert "['confusion', 'kdn', 'prediction_depth']" in err
+
+
+def test_evaluate_prints_the_band_edges(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    val = _val(runs["a"])
+    np.save(tmp_path / "p.npy", val["label"].to_numpy())
+    assert main(["evaluate", str(runs["a"]), str(tmp_path / "p.npy"), "--bands", "4"]) == 0
+    shown = capsys.readouterr().out
+    assert "= dataset index i" in shown
+    edges = np.linspace(val["confusion"].min(), val["confusion"].max(), 5)
+    for low, high in itertools.pairwise(edges):
+        assert f"{low:.4f}" in shown and f"{high:.4f}" in shown
+    assert main(["evaluate", str(runs["a"]), str(tmp_path / "p.npy"), "--bands", "4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["confusion_low"] for r in rows[:4]] == pytest.approx(edges[:-1].tolist())
+    assert [r["confusion_high"] for r in rows[:4]] == pytest.approx(edges[1:].tolist())
+    assert sum(r["count"] for r in rows[:4]) == N_VAL
+
+
+def test_no_traceback_when_the_reader_stops(runs: dict[str, Path], tmp_path: Path) -> None:
+    np.save(tmp_path / "p.npy", _val(runs["a"])["label"].to_numpy())
+    # --json with many bands prints far more than a pipe holds, so the writer meets the closed pipe
+    command = [sys.executable, "-m", "lightning_difficulty.cli", "evaluate", str(runs["a"]), str(tmp_path / "p.npy")]
+    with subprocess.Popen(
+        [*command, "--bands", "5000", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().strip() == b"["
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err

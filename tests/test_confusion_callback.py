@@ -246,7 +246,7 @@ def test_mid_epoch_checkpoint_drops_rows_logged_after_it(tmp_path: Path) -> None
     resumed = fit(str(tmp_path / "ckpt" / "epoch=1-step=9.ckpt"), [])
     # Lightning replays a plain DataLoader from the epoch's start (it warns): batches 0-2 (samples 0-23) again;
     # the batch logged after the checkpoint (samples 24-31) must not count, so 24-47 miss epoch 1 only.
-    seen = resumed._states["train"].epochs_seen
+    seen = resumed._accumulators["train"].states["epochs_seen"]
     np.testing.assert_array_equal(seen, np.r_[np.full(24, 3), np.full(24, 2)])
     assert sorted(resumed.epoch_means["train"]) == [0, 1, 2]
     epoch1 = np.load(tmp_path / "records" / "train" / "epoch_0001.probs.npy")

@@ -13,7 +13,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from lightning_difficulty import DataDifficulty, DifficultyReport
 from tests.helpers import TinyMLP, blobs
-from tests.helpers_integration import ImageMLP, fit, image_blobs
+from tests.helpers_integration import ImageMLP, fit, image_blobs, measure_summary
 
 
 def _sklearn_kdn(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, k: int) -> dict:
@@ -35,14 +35,16 @@ def _table(root: Path) -> pd.DataFrame:
 def test_kdn_matches_sklearn_on_flat_inputs(tmp_path: Path) -> None:
     train_set, val_set = blobs(60, seed=1), blobs(20, seed=2)
     data = DataDifficulty(k=5)
-    fit(tmp_path, TinyMLP(), [data, DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)], train_set, val_set)
+    trainer = fit(
+        tmp_path, TinyMLP(), [data, DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)], train_set, val_set
+    )
     (train_x, train_y), (val_x, val_y) = train_set.tensors, val_set.tensors
     expected = _sklearn_kdn(train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), k=5)
     table = _table(tmp_path / "out")
     for split in ("train", "val"):
         got = table.loc[table["split"] == split, "kdn"].to_numpy()
         np.testing.assert_allclose(got, expected[split], atol=1e-12, err_msg=split)
-        assert data.summary()[split]["mean_kdn"] == pytest.approx(expected[split].mean())
+        assert measure_summary(trainer, data)[split]["mean_kdn"] == pytest.approx(expected[split].mean())
     assert 0 < table["kdn"].mean() < 1  # overlapping blobs: some neighbourhoods disagree, most agree
 
 

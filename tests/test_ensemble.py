@@ -93,10 +93,35 @@ def test_combine_runs_equals_direct_computation(tmp_path: Path) -> None:
     on_disk = pd.read_parquet(tmp_path / "ensemble" / "scores.parquet")
     pd.testing.assert_frame_equal(on_disk, table)
     summary = json.loads((tmp_path / "ensemble" / "summary.json").read_text())
-    assert summary["M"] == M and summary["epochs"] == EPOCHS and summary["split"] == "train"
+    assert summary["version"] == 2 and summary["M"] == M and list(summary["splits"]) == ["train"]
     assert summary["runs"] == [str(r.resolve()) for r in runs]
-    assert summary["num_scored"] == N - 1
+    assert summary["splits"]["train"]["epochs"] == EPOCHS and summary["splits"]["train"]["num_scored"] == N - 1
     assert sorted(p.name for p in (tmp_path / "ensemble").iterdir()) == ["scores.parquet", "summary.json"]
+
+
+def test_combine_default_takes_every_shared_split(tmp_path: Path) -> None:
+    # Each run recorded train and val (as every ordinary run does); val only in the first two epochs.
+    probs, val_probs = _raw_probs(6), _raw_probs(7)[:, :2, :5]
+    runs = _write_runs(tmp_path, probs, None)
+    for i, run in enumerate(runs):
+        for t, epoch in enumerate(EPOCHS[:2]):
+            write_epoch_record(run, val_probs[i, t], split="val", epoch=epoch)
+    write_epoch_record(runs[0], np.eye(C), split="val_1", epoch=0)  # only one run has it: not shared
+    table = combine_runs(runs, tmp_path / "all")
+    assert table["split"].tolist() == ["train"] * N + ["val"] * 5
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    np.testing.assert_allclose(train["confusion"], _direct(probs)[0], rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(val["confusion"], _direct(val_probs)[0], rtol=1e-6, equal_nan=True)
+    assert val["index"].tolist() == list(range(5))
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert list(summary["splits"]) == ["train", "val"] and summary["splits"]["val"]["epochs"] == EPOCHS[:2]
+    # naming one split gives that split only, equal to its rows of the full table
+    only_val = combine_runs(runs, tmp_path / "val", split="val")
+    pd.testing.assert_frame_equal(only_val, val.reset_index(drop=True))
+    with pytest.raises(FileNotFoundError, match="no records of split 'val_1'"):
+        combine_runs(runs, tmp_path / "x", split="val_1")
+    with pytest.raises(ValueError, match="share at least one split"):
+        combine_runs([runs[0], tmp_path / "no_records"], tmp_path / "y")
 
 
 def test_ensemble_confusion_pure_function() -> None:

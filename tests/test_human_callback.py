@@ -20,7 +20,7 @@ from lightning_difficulty import (
 )
 from lightning_difficulty.functional.taxonomy import PATTERN_IDS, assign_patterns
 from tests.helpers import TinyMLP, blobs
-from tests.helpers_integration import fit
+from tests.helpers_integration import fit, measure_summary
 
 N_VAL = 40
 VAL_LABELS = np.arange(N_VAL) % 4  # blobs() labels
@@ -72,18 +72,26 @@ def test_human_difficulty_from_counts_labels_and_npz(tmp_path: Path) -> None:
     from_labels = HumanAlignment(_labels_matrix(counts), split="val")
     from_npz = HumanAlignment(str(tmp_path / "annotations.npz"), split="val")
     report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)
-    fit(tmp_path, TinyMLP(), [from_counts, from_labels, from_npz, report], blobs(24, seed=1), blobs(N_VAL, seed=2))
+    trainer = fit(
+        tmp_path, TinyMLP(), [from_counts, from_labels, from_npz, report], blobs(24, seed=1), blobs(N_VAL, seed=2)
+    )
 
     expected = _expected_difficulty(counts)
     assert sorted(set(np.round(expected, 6))) == sorted(set(np.round([0, 0.2, 0.7, 0.1, 0.8, 0.5, 6 / 7], 6)))
-    for callback in (from_counts, from_labels, from_npz):
-        np.testing.assert_allclose(callback.results["val"]["human_difficulty"], expected, atol=1e-12)
-        np.testing.assert_array_equal(callback.counts, counts)
     table = pd.read_parquet(tmp_path / "out" / "scores.parquet")
     val = table[table["split"] == "val"].sort_values("index")
+    # three instances on one split: the first keeps the names, the others are prefixed (a warning says so)
+    for prefix in ("", "HumanAlignment#2:", "HumanAlignment#3:"):
+        np.testing.assert_allclose(val[f"{prefix}human_difficulty"].to_numpy(), expected, atol=1e-12)
+    for callback in (from_counts, from_labels, from_npz):
+        per_image = counts.sum(axis=1)
+        assert measure_summary(trainer, callback)["annotators_per_sample"] == {
+            "min": int(per_image.min()),
+            "median": float(np.median(per_image)),
+        }
     np.testing.assert_allclose(val["human_difficulty"].to_numpy(), expected, atol=1e-12)
     assert table.loc[table["split"] == "train", "human_difficulty"].isna().all()
-    summary = from_counts.summary()
+    summary = measure_summary(trainer, from_counts)
     assert summary["annotators_per_sample"] == {"min": 7, "median": 10.0}
 
 
@@ -133,7 +141,7 @@ def test_correlations_and_patterns_in_the_report(tmp_path: Path) -> None:
     val = table[table["split"] == "val"]
 
     correlations = summary["splits"]["val"]["human_correlations"]
-    assert set(correlations) == {"confusion", "prediction_depth", "kdn"}
+    assert set(correlations) == {"confusion", "prediction_depth", "kdn", "label_issue_score"}
     for column, stats in correlations.items():
         assert stats["spearman"] == pytest.approx(spearmanr(val["human_difficulty"], val[column]).statistic)
         assert stats["kendall"] == pytest.approx(kendalltau(val["human_difficulty"], val[column]).statistic)

@@ -24,6 +24,7 @@ from tests.helpers_integration import (
     fit,
     literal_prediction_depth,
     majority_vote,
+    measure_summary,
     run_forward,
 )
 
@@ -65,7 +66,7 @@ def test_table_matches_sklearn_recomputation(tmp_path: Path) -> None:
     model = TinyMLP()
     depth = PredictionDepth(layers=["hidden", "out"], k=K, reduction=None)
     report = DifficultyReport(dirpath=tmp_path / "out", keep_cache=True, grid_per_class=0)
-    fit(tmp_path, model, [depth, report], train_set, val_set, epochs=3)
+    trainer = fit(tmp_path, model, [depth, report], train_set, val_set, epochs=3)
 
     train_x, train_y = train_set.tensors[0].numpy(), train_set.tensors[1].numpy()
     expected = _reference(model, train_x, train_y, val_set.tensors[0].numpy())
@@ -81,7 +82,7 @@ def test_table_matches_sklearn_recomputation(tmp_path: Path) -> None:
     # the comparison is only meaningful when the probes disagree with the prediction somewhere
     assert len(np.unique(table["prediction_depth"])) >= 3
     assert (table["kdn:input"] > 0).any()
-    assert depth.probe_names == list(PROBES)
+    assert measure_summary(trainer, depth)["probes"] == list(PROBES)
     assert (tmp_path / "out" / "cache" / "train" / "layer.hidden.npy").exists()  # keep_cache=True
 
 
@@ -109,9 +110,11 @@ def test_auto_layers_follow_forward_order(tmp_path: Path, model_class: type, exp
     if model_class is ReversedMLP:
         assert [name for name, _ in model.named_children()] == ["out", "hidden"]  # definition order differs
     depth = PredictionDepth(k=3)
-    fit(tmp_path, model, [depth, DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)], blobs(24), blobs(8))
-    assert depth.layers == expected
-    assert depth.probe_names == ["input", *expected]
+    trainer = fit(
+        tmp_path, model, [depth, DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)], blobs(24), blobs(8)
+    )
+    assert measure_summary(trainer, depth)["probes"][1:] == expected
+    assert measure_summary(trainer, depth)["probes"] == ["input", *expected]
     table = pd.read_parquet(tmp_path / "out" / "scores.parquet")
     assert {f"knn:{name}" for name in ["input", *expected]} <= set(table.columns)
     assert table["prediction_depth"].between(0, len(expected) + 1).all()
@@ -119,8 +122,10 @@ def test_auto_layers_follow_forward_order(tmp_path: Path, model_class: type, exp
 
 def test_auto_layers_on_tiny_mlp(tmp_path: Path) -> None:
     depth = PredictionDepth(k=3)
-    fit(tmp_path, TinyMLP(), [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)], blobs(24), blobs(8))
-    assert depth.layers == ["hidden", "out"]
+    trainer = fit(
+        tmp_path, TinyMLP(), [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)], blobs(24), blobs(8)
+    )
+    assert measure_summary(trainer, depth)["probes"][1:] == ["hidden", "out"]
 
 
 def test_unknown_layers_are_all_listed_with_the_available_names(tmp_path: Path) -> None:
@@ -150,8 +155,8 @@ def test_invalid_arguments(kwargs: dict, match: str) -> None:
 def test_depth_during_training_has_one_entry_per_epoch(tmp_path: Path) -> None:
     depth = PredictionDepth(layers=["hidden", "out"], k=3, every_n_epochs=1)
     report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)
-    fit(tmp_path, TinyMLP(), [depth, report], blobs(32, seed=1), blobs(12, seed=2), epochs=3)
-    history = depth.summary()["mean_depth_during_training"]
+    trainer = fit(tmp_path, TinyMLP(), [depth, report], blobs(32, seed=1), blobs(12, seed=2), epochs=3)
+    history = measure_summary(trainer, depth)["mean_depth_during_training"]
     assert sorted(history) == [0, 1, 2]
     for epoch in history.values():
         assert set(epoch) == {"train", "val"}
@@ -195,15 +200,18 @@ def test_ddp_matches_one_process(tmp_path: Path) -> None:
 
 def test_auto_layers_skip_modules_used_only_in_the_training_step(tmp_path: Path) -> None:
     depth = PredictionDepth(k=3)
-    fit(tmp_path, LossModuleMLP(), [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)], blobs(24), blobs(8))
-    assert depth.layers == ["hidden", "out"]
+    callbacks = [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)]
+    trainer = fit(tmp_path, LossModuleMLP(), callbacks, blobs(24), blobs(8))
+    assert measure_summary(trainer, depth)["probes"][1:] == ["hidden", "out"]
 
 
 def test_auto_layers_with_a_single_leaf_child(tmp_path: Path) -> None:
     depth = PredictionDepth(k=3)
-    fit(tmp_path, SingleLeafModel(), [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)], blobs(24), blobs(8))
-    assert depth.layers == ["linear"]
-    assert depth.results["val"]["prediction_depth"].shape == (8,)
+    callbacks = [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)]
+    trainer = fit(tmp_path, SingleLeafModel(), callbacks, blobs(24), blobs(8))
+    assert measure_summary(trainer, depth)["probes"][1:] == ["linear"]
+    table = pd.read_parquet(tmp_path / "scores.parquet")
+    assert table.loc[table["split"] == "val", "prediction_depth"].shape == (8,)
 
 
 def test_conflicting_input_sizes_are_refused(tmp_path: Path) -> None:

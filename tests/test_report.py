@@ -149,15 +149,19 @@ def test_table_columns_and_predictions(tb_run: Run) -> None:
     expected |= {"confusion_band", "error_category"}
     assert expected <= set(table.columns)
     assert list(table.columns[:5]) == ["split", "index", "label", "prediction", "correct"]
+    # equal-width confusion bands over the training split's [min, max], 10 bands, shared by every split;
+    # an edge belongs to the band above it
+    train_confusion = table.loc[table["split"] == "train", "confusion"].to_numpy()
+    inner = np.linspace(train_confusion.min(), train_confusion.max(), 11)[1:-1]
+    summary = json.loads((tb_run.run_dir / "summary.json").read_text())
+    assert summary["confusion_bands"] == {"edges": inner.tolist(), "fitted_on": "train"}
     for split, dataset in (("train", image_blobs(N_TRAIN, seed=1)), ("val", image_blobs(N_VAL, seed=2))):
         rows = table[table["split"] == split].sort_values("index")
         logits, _ = run_forward(tb_run.model, dataset.tensors[0], [])
         np.testing.assert_array_equal(rows["prediction"].to_numpy(), logits.argmax(axis=1))
         np.testing.assert_array_equal(rows["label"].to_numpy(), dataset.tensors[1].numpy())
         np.testing.assert_array_equal(rows["correct"].to_numpy(), logits.argmax(axis=1) == dataset.tensors[1].numpy())
-        # equal-width confusion bands over [min, max], 10 bands, an edge belongs to the band above it
         confusion = rows["confusion"].to_numpy()
-        inner = np.linspace(confusion.min(), confusion.max(), 11)[1:-1]
         np.testing.assert_array_equal(rows["confusion_band"].to_numpy(), np.digitize(confusion, inner))
 
 

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 from google.protobuf import text_format
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-from lightning_difficulty.views import figures, images, projector
+from lightning_difficulty.views import figures, images, projector, style
 
 BAND_TABLE = {
     "band": ["[0, 0.5)", "[0.5, 1)", "[1, 1.5)", "[1.5, 2]"],
@@ -484,3 +486,138 @@ def test_write_projector_is_served_by_tensorboard(tmp_path: Path) -> None:
     np.testing.assert_allclose(served, vectors, rtol=1e-6)
     assert get("/metadata", run=".", name="emb:00000").decode().splitlines()[:2] == ["label\tscore", "0\t0.5"]
     assert Image.open(io.BytesIO(get("/sprite_image", run=".", name="emb:00000"))).size == (24, 16)
+
+
+# ----------------------------------------------------------------------------- first-hour readability
+def _texts(fig: Figure) -> list[Text]:
+    images.figure_to_image(fig)  # lay out and draw, so tick labels exist
+    return [t for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+
+
+def test_every_figure_uses_thumbnail_readable_type() -> None:
+    rng = np.random.default_rng(7)
+    built = [
+        figures.error_rate_by_band_figure(BAND_TABLE, rho=0.9, split="val"),
+        figures.prediction_depth_histogram_figure([0, 1, 1, 3], num_probes=3, split="val"),
+        figures.perspective_heatmaps_figure({"a": rng.random(30), "b": rng.random(30)}, rng.random(30) > 0.5),
+        figures.confusion_matrix_figure([0, 1, 1], [0, 1, 0]),
+        images.hardest_easiest_grid_figure(rng.random((4, 3, 4, 4)), np.arange(4.0), [0, 0, 1, 1], class_names="ab"),
+        images.neighbour_strip_figure(np.zeros((3, 4, 4)), "query", [("input", [(np.zeros((3, 4, 4)), "d=1")])]),
+    ]
+    for fig in built:
+        sizes = [t.get_fontsize() for t in _texts(fig)]
+        assert min(sizes) >= style.NOTE, f"{fig.texts or fig.axes[0].get_title()}: type of {min(sizes)} pt"
+
+
+def test_error_rate_by_band_edges_empty_band_and_rho_caveat() -> None:
+    table = {**BAND_TABLE, "low": [0.0, 0.5, 1.0, 1.5], "high": [0.5, 1.0, 1.5, 2.0]}
+    fig = figures.error_rate_by_band_figure(table, rho=0.97, split="val")
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["0.00\n-0.50", "0.50\n-1.00", "1.00\n-1.50", "1.50\n-2.00"]
+    assert fig.axes[0].texts[-1].get_text() == "n=0"  # the empty band: a count, no "nan"
+    # without edges an empty band says so instead of "nan"
+    plain = [
+        t.get_text()
+        for t in figures.error_rate_by_band_figure(BAND_TABLE, rho=0.9, split="v").axes[0].get_xticklabels()
+    ]
+    assert plain[-1] == "[1.5, 2]\nempty" and not any("nan" in t for t in plain)
+    # 185 errors (500 * 0.05 + 300 * 0.2 + 200 * 0.5): no caveat; 2 errors: a caveat
+    assert not any("rests on" in t.get_text() for t in fig.axes[0].texts)
+    few = {"band": ["a", "b"], "mean_score": [0.1, 1.0], "count": [40, 4], "error_rate": [0.0, 0.5]}
+    notes = [t.get_text() for t in figures.error_rate_by_band_figure(few, rho=1.0, split="val").axes[0].texts]
+    assert "rho rests on 2 errors only" in notes
+
+
+def test_prediction_depth_histogram_is_integer_bars_with_counts() -> None:
+    fig = figures.prediction_depth_histogram_figure([0, 1, 1, 3, 3, 3], num_probes=3, split="val")
+    bars = fig.axes[0].containers[0]
+    assert [patch.get_x() + patch.get_width() / 2 for patch in bars] == [0.0, 1.0, 2.0, 3.0]
+    assert all(patch.get_width() < 1.0 for patch in bars)  # separate bars, not a smeared histogram
+    assert [t.get_text() for t in fig.axes[0].texts] == ["n=1", "n=2", "n=0", "n=3"]
+    images.figure_to_image(fig)
+    assert all(float(tick).is_integer() for tick in fig.axes[0].get_yticks())
+
+
+def test_perspective_heatmaps_log_scale_keeps_sparse_cells_visible() -> None:
+    # 98 of 100 correct samples in one cell, 1 each in two others; 2 wrong samples
+    human = np.array([0.0] * 98 + [1.0, 2.0] + [0.0, 2.0])
+    data = np.array([0.0] * 98 + [1.0, 2.0] + [2.0, 2.0])
+    correct = np.array([True] * 100 + [False] * 2)
+    fig = figures.perspective_heatmaps_figure({"human": human, "data": data}, correct)
+    mesh = fig.axes[0].collections[0]
+    shares = np.asarray(mesh.get_array().filled(0.0)).reshape(3, 3)
+    np.testing.assert_allclose(shares, [[0.98, 0, 0], [0, 0.01, 0], [0, 0, 0.01]])
+    assert np.ma.getmaskarray(mesh.get_array()).sum() == 6  # empty cells are blank, not dark
+    norm = mesh.norm
+    assert isinstance(norm, LogNorm) and norm.vmin == pytest.approx(0.01) and norm.vmax == pytest.approx(0.98)
+    # on the log scale a 1 % cell sits at the bottom and the 98 % cell at the top; their geometric mean halfway
+    assert float(norm(np.sqrt(0.01 * 0.98))) == pytest.approx(0.5)
+    assert fig.axes[1].collections[0].norm is norm  # one scale per row: correct and wrong panels compare
+
+
+def test_grid_and_instance_view_show_dataset_indices_and_whole_captions() -> None:
+    rng = np.random.default_rng(8)
+    grid = images.hardest_easiest_grid_figure(
+        rng.random((4, 3, 4, 4)),
+        [0.1, 0.9, 0.2, 0.8],
+        [0, 0, 1, 1],
+        class_names="ab",
+        per_class=1,
+        indices=[10, 11, 12, 13],
+    )
+    assert [ax.get_title() for ax in grid.axes] == ["#10\n0.1", "#11\n0.9", "#12\n0.2", "#13\n0.8"]
+    with pytest.raises(ValueError, match="`indices` to hold 4 integer dataset indices"):
+        images.hardest_easiest_grid_figure(
+            rng.random((4, 3, 4, 4)), np.zeros(4), [0, 0, 1, 1], class_names="ab", indices=[1]
+        )
+
+    image = rng.random((3, 8, 8))
+    caption = "pattern 2b: label automobile, prediction truck, confusion 1.234, depth 6"
+    rows = [("input", [(image, "automobile d=12.34"), (image, "truck d=13.0")]), ("block1", [(image, "truck d=2.5")])]
+    fig = images.neighbour_strip_figure(image, caption, rows, query_index=4321, neighbour_indices=[[7, 8], [9]])
+    assert fig.axes[0].get_title().replace("\n", " ") == f"#4321 {caption}"
+    assert [ax.get_title().replace("\n", " ") for ax in fig.axes[1:]] == [
+        "#7 automobile d=12.34",
+        "#8 truck d=13.0",
+        "#9 truck d=2.5",
+    ]
+    pixels = images.figure_to_image(fig)  # drawn: every caption lies inside the figure
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    for ax in fig.axes:
+        box = ax.title.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= pixels.shape[1] and box.y1 <= pixels.shape[0]
+    with pytest.raises(ValueError, match="one dataset index per neighbour"):
+        images.neighbour_strip_figure(image, "q", rows, neighbour_indices=[[7], [9]])
+
+
+def test_projector_takes_any_column_and_labels_by_class_name(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    table = pd.DataFrame(
+        {
+            "index": [0, 1, 2],
+            "correct": [True, False, True],
+            "confusion": [0.5, np.nan, 1.25],
+            "human_difficulty": pd.array([0, None, 2], dtype="Int64"),
+            "knn:input": [1, 2, 0],
+            "split": pd.Categorical(["val", "val", "val"]),
+            "label_name": ["cat", "dog", "ship"],
+        }
+    )
+    metadata = {column: table[column] for column in table.columns}
+    projector.write_projector(tmp_path, "val", np.eye(3), metadata)
+    lines = (tmp_path / "00000" / "val" / "metadata.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == [
+        "label_name",
+        "index",
+        "correct",
+        "confusion",
+        "human_difficulty",
+        "knn:input",
+        "split",
+    ]
+    assert lines[1].split("\t") == ["cat", "0", "True", "0.5", "0", "1", "val"]
+    assert lines[2].split("\t") == ["dog", "1", "False", "nan", "nan", "2", "val"]
+    projector.write_projector(tmp_path, "val", np.eye(3), metadata, label_column="split")
+    assert (tmp_path / "00000" / "val" / "metadata.tsv").read_text().startswith("split\tindex\t")
+    with pytest.raises(ValueError, match="`label_column`='pattern'"):
+        projector.write_projector(tmp_path, "val", np.eye(3), metadata, label_column="pattern")

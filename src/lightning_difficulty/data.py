@@ -152,3 +152,44 @@ def unpack_batch(batch: Any, keys: BatchKeys = BatchKeys()) -> Batch:
             f"shape={tuple(index.shape)}. {_HOW_TO_FIX}"
         )
     return Batch(input=parts[0], target=target, index=index.long())
+
+
+def class_targets(target: Tensor, *, where: str) -> Tensor:
+    """Class ids ``(B,)`` int64 from a batch's targets; ``-1`` marks samples without a label.
+
+    Integer labels of any dtype are accepted; negative ones (``ignore_index``, e.g. -100) become -1. One-hot
+    rows ``(B, C)`` become their class. Soft labels (mixup, label smoothing applied in the data) have no single
+    class and are refused, with the fix in the message.
+
+    Example::
+
+        >>> class_targets(torch.tensor([3, -100], dtype=torch.int16), where="batch").tolist()
+        [3, -1]
+        >>> class_targets(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), where="batch").tolist()
+        [1, 0]
+    """
+    if target.ndim == 2 and target.is_floating_point():
+        one_hot = bool(((target == 0) | (target == 1)).all()) and bool((target.sum(dim=1) == 1).all())
+        if not one_hot:
+            raise ValueError(
+                f"The {where} has soft targets of shape {tuple(target.shape)} (rows that are not one-hot, e.g. "
+                "mixup). Per-sample scores need one class per sample: keep the original hard label in the batch "
+                "and name it with `BatchKeys(target=...)`."
+            )
+        return target.argmax(dim=1)
+    if target.ndim == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.ndim != 1:
+        raise ValueError(
+            f"The {where} has targets of shape {tuple(target.shape)}; expected one class id per sample (B,) or "
+            "one-hot rows (B, C). Name the class-id entry of the batch with `BatchKeys(target=...)`."
+        )
+    if target.is_floating_point() and not bool((target == target.round()).all()):
+        raise ValueError(
+            f"The {where} has non-integer float targets {target[:4].tolist()}...: expected class ids. "
+            "Name the class-id entry of the batch with `BatchKeys(target=...)`."
+        )
+    if target.dtype == torch.bool:
+        target = target.long()
+    target = target.long()
+    return torch.where(target < 0, torch.full_like(target, -1), target)

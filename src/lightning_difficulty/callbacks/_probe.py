@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch.utils.data import DataLoader
 
 from lightning_difficulty.functional.knn import build_index, knn_search
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 
 @dataclass(frozen=True)
@@ -33,3 +37,17 @@ def neighbour_labels_by_split(
         _, ids = knn_search(index, embedding, config.k, exclude_self=split == "train")
         out[split] = np.asarray(reference_labels)[ids]
     return out
+
+
+def check_k_fits_reference(trainer: pl.Trainer, k: int, reference: DataLoader | None, owner: str) -> None:
+    """Refuse, before training, a ``k`` larger than the leave-one-out neighbours the reference set has."""
+    loader = reference if reference is not None else trainer.train_dataloader
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or not hasattr(dataset, "__len__"):
+        return
+    available = len(dataset) - 1
+    if k > available:
+        raise ValueError(
+            f"Invalid value for {owner}(k={k}): the reference set (training data) has {len(dataset)} samples, so "
+            f"each has {available} leave-one-out neighbours. Expected argument `k` <= {available}."
+        )

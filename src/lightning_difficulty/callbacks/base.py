@@ -1,33 +1,46 @@
-"""The contract between difficulty callbacks and :class:`DifficultyReport`."""
+"""The contract between difficulty callbacks and the report that composes their results.
+
+Data flows one way: a callback declares what it needs from the fit-end capture pass
+(:class:`~lightning_difficulty.pipeline.capture.CaptureRequest`), the report runs the pass once and
+calls :meth:`DifficultyCallback.compute` with the arrays, and the callback returns a
+:class:`Contribution` (columns, their meaning, a summary, views, shared inputs). Nobody reads another
+callback's attributes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from typing_extensions import override
+
+from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
+from lightning_difficulty.pipeline.contribution import ColumnInfo, Columns, Contribution, NeighbourLookup, View
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-Columns = dict[str, dict[str, np.ndarray]]
-"""``split -> column name -> (N,) array`` keyed by dataset index."""
+__all__ = [
+    "ColumnInfo",
+    "Columns",
+    "Contribution",
+    "DifficultyCallback",
+    "NeighbourLookup",
+    "ReportComposer",
+    "View",
+    "composer_of",
+    "default_run_dir",
+    "output_dir",
+]
 
 
-def split_name(dataloader_idx: int) -> str:
-    """``"val"`` for the first validation dataloader, ``"val_<i>"`` for the others."""
-    return "val" if dataloader_idx == 0 else f"val_{dataloader_idx}"
+class ReportComposer(Callback):
+    """Marker of the callback that owns the fit-end pipeline and the run folder (:class:`DifficultyReport`)."""
 
-
-def split_loader(trainer: pl.Trainer, split: str) -> Any:
-    """The trainer's dataloader of ``split`` (``"train"``, ``"val"``, ``"val_<i>"``), the inverse of
-    :func:`split_name`."""
-    if split == "train":
-        return trainer.train_dataloader
-    loaders: Any = trainer.val_dataloaders
-    position = 0 if split == "val" else int(split.split("_")[1])
-    return loaders[position] if isinstance(loaders, (list, tuple)) else loaders
+    def run_dir(self, trainer: pl.Trainer) -> Path:
+        return default_run_dir(trainer)
 
 
 def default_run_dir(trainer: pl.Trainer) -> Path:
@@ -36,54 +49,41 @@ def default_run_dir(trainer: pl.Trainer) -> Path:
     return Path(root) / "difficulty"
 
 
-def run_dir(trainer: pl.Trainer) -> Path:
-    """The run's output folder: the first callback with a ``run_dir(trainer)`` method sets it (the
-    :class:`DifficultyReport`, with its ``dirpath``); otherwise ``<trainer.log_dir>/difficulty``."""
-    for cb in trainer.callbacks:  # type: ignore[attr-defined]
-        resolve = getattr(cb, "run_dir", None)
-        if callable(resolve):
-            return Path(resolve(trainer))
-    return default_run_dir(trainer)
+def composer_of(trainer: pl.Trainer) -> ReportComposer | None:
+    """The trainer's report, if it has one."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, ReportComposer)), None)  # type: ignore[attr-defined]
+
+
+def output_dir(trainer: pl.Trainer) -> Path:
+    """The run folder: the report's ``dirpath`` when the trainer has a report, else ``<log_dir>/difficulty``."""
+    composer = composer_of(trainer)
+    return composer.run_dir(trainer) if composer is not None else default_run_dir(trainer)
 
 
 class DifficultyCallback(Callback):
     """A callback that contributes per-sample columns to the difficulty table.
 
-    Subclasses compute at fit end in :meth:`_compute` (run once per fit through :meth:`compute`, on
-    every rank because it may run collective operations), store ``split -> column -> array`` in
-    ``self.results`` and add scalars through :meth:`summary`.
+    Subclasses override :meth:`capture_request` (what they need from the fit-end pass; ``None`` for
+    nothing) and :meth:`compute` (called by the report once per fit, on every rank, with the pass's
+    arrays). Callbacks that compute at fit end need a :class:`DifficultyReport` in the trainer: without one
+    they stop at ``setup`` with an error that says so.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.results: Columns = {}
-        self._computed_step: int | None = None
+    needs_report: bool = True
 
-    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Finish the computation once per fit (later calls at the same global step do nothing)."""
-        if self._computed_step == trainer.global_step:
-            return
-        self._compute(trainer, pl_module)
-        self._computed_step = trainer.global_step
+    def capture_request(self) -> CaptureRequest | None:
+        """What this callback needs from the fit-end capture pass (``None``: nothing)."""
+        return None
 
-    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The fit-end work; default: nothing (the callback accumulated during training)."""
+    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        """The fit-end work. Runs on every rank (it may call collectives); only rank 0's result is written."""
+        return Contribution()
 
-    def columns(self) -> Columns:
-        """Per-sample columns for every split this callback knows."""
-        return self.results
-
-    def summary(self) -> dict[str, Any]:
-        """Scalars for ``summary.json``."""
-        return {}
-
-    def prepare_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Called before the fit-end pass reads :meth:`pass_layers` (e.g. to resolve layer names)."""
-
-    def pass_layers(self) -> dict[str, Any]:
-        """Layers (name -> reduction) this callback needs captured in the fit-end evaluation pass."""
-        return {}
-
-    def needs_pass_inputs(self) -> bool:
-        """Whether the fit-end evaluation pass must keep the raw inputs."""
-        return False
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.needs_report and composer_of(trainer) is None:
+            raise MisconfigurationException(
+                f"{type(self).__name__} computes its scores at the end of fit, which the DifficultyReport runs, but "
+                "the trainer has no DifficultyReport. Add one: "
+                f"`Trainer(callbacks=[{type(self).__name__}(...), DifficultyReport()])`."
+            )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._probe import ProbeConfig, neighbour_labels_by_split
-from lightning_difficulty.callbacks.base import DifficultyCallback
+from lightning_difficulty.callbacks._probe import ProbeConfig, check_k_fits_reference, neighbour_labels_by_split
+from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback
 from lightning_difficulty.functional.knn import neighbour_disagreement
-from lightning_difficulty.pipeline.capture import fit_end_arrays
+from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -55,25 +55,39 @@ class DataDifficulty(DifficultyCallback):
         self.input_size = input_size
         self.reference_dataloader = reference_dataloader
 
+    @property
     @override
-    def needs_pass_inputs(self) -> bool:
-        return True
+    def state_key(self) -> str:
+        return self._generate_state_key(k=self.probe.k, input_size=self.input_size)
 
     @override
-    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        arrays = fit_end_arrays(trainer, pl_module)
-        if trainer.is_global_zero:
-            reference = arrays["train"]
-            assert reference.inputs is not None
-            queries = {split: data.inputs for split, data in arrays.items() if data.inputs is not None}
-            neighbours = neighbour_labels_by_split(reference.inputs, np.asarray(reference.labels), queries, self.probe)
-            self.results = {
-                split: {"kdn": neighbour_disagreement(labels, np.asarray(arrays[split].labels))}
-                for split, labels in neighbours.items()
-            }
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_k_fits_reference(trainer, self.probe.k, self.reference_dataloader, "DataDifficulty")
 
     @override
-    def summary(self) -> dict[str, Any]:
-        return {
-            split: {"mean_kdn": float(cols["kdn"].mean()), "k": self.probe.k} for split, cols in self.results.items()
+    def capture_request(self) -> CaptureRequest:
+        return CaptureRequest(inputs=True, input_size=self.input_size, reference_dataloader=self.reference_dataloader)
+
+    @override
+    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        if not trainer.is_global_zero:
+            return Contribution()
+        reference = arrays.splits["train"]
+        assert reference.inputs is not None
+        queries = {split: data.inputs for split, data in arrays.splits.items() if data.inputs is not None}
+        neighbours = neighbour_labels_by_split(reference.inputs, np.asarray(reference.labels), queries, self.probe)
+        columns = {
+            split: {"kdn": neighbour_disagreement(labels, np.asarray(arrays.splits[split].labels))}
+            for split, labels in neighbours.items()
         }
+        info = {
+            "kdn": ColumnInfo(
+                f"share of the k={self.probe.k} nearest training inputs whose label differs from the sample's own "
+                "(Smith et al. 2014; data difficulty)",
+                range=(0.0, 1.0),
+                higher_is_harder=True,
+                perspective=True,
+            )
+        }
+        summary = {split: {"mean_kdn": float(c["kdn"].mean()), "k": self.probe.k} for split, c in columns.items()}
+        return Contribution(columns=columns, info=info, summary=summary)

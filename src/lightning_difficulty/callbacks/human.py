@@ -6,10 +6,11 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 from numpy.typing import ArrayLike
 from typing_extensions import override
 
-from lightning_difficulty.callbacks.base import DifficultyCallback, split_loader
+from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback
 from lightning_difficulty.functional.human import (
     annotations_to_counts,
     human_difficulty,
@@ -17,7 +18,8 @@ from lightning_difficulty.functional.human import (
     human_max_disagreement,
     load_annotations,
 )
-from lightning_difficulty.pipeline.capture import fit_end_arrays
+from lightning_difficulty.pipeline.capture import FitEndArrays
+from lightning_difficulty.pipeline.splits import split_loader, split_loaders
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -59,63 +61,104 @@ class HumanAlignment(DifficultyCallback):
         if isinstance(annotations, (str, os.PathLike)) and not os.path.exists(annotations):
             raise FileNotFoundError(
                 f"Invalid value for annotations={os.fspath(annotations)!r}: no such file. Pass a .npy/.npz path "
-                "or the array itself."
+                "or the array itself (CIFAR-10H: `cifar10h.npz`, key 'counts', rows in the official test order)."
             )
-        self.counts: np.ndarray | None = None
+        raw = _raw_array(annotations, key)
+        if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+            rows = np.flatnonzero(~np.isfinite(raw).all(axis=1))[:5].tolist()
+            raise ValueError(
+                f"Invalid annotations: rows {rows}... hold NaN or inf. Give counts (N, C) >= 0 or per-annotator labels "
+                "(N, A) with -1 for 'no label'."
+            )
+        self._num_rows = int(raw.shape[0])
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(split=self.split)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_split(trainer)
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.split.startswith("val") and self.counts is None:
-            self._check_rows(len(split_loader(trainer, self.split).dataset))
+        if trainer.sanity_checking:
+            self._check_split(trainer)
 
-    def _check_rows(self, num_samples: int) -> None:
-        rows = _num_rows(self._source, self.key)
-        if rows != num_samples:
+    def _check_split(self, trainer: pl.Trainer) -> None:
+        loader = split_loader(trainer, self.split)
+        if loader is None:
+            not_loaded = trainer.train_dataloader if self.split == "train" else trainer.val_dataloaders
+            if not_loaded is None:
+                return  # that loop's loaders are not loaded yet: checked again when it starts
             raise ValueError(
-                f"Invalid annotations for split {self.split!r}: {rows} rows but the split has {num_samples} samples. "
-                "Row i must hold the annotations of dataset index i (CIFAR-10H: the official test order); "
-                "pass the matching split or subset the annotations."
+                f"Invalid value for split={self.split!r}: the trainer has the splits {sorted(split_loaders(trainer))}."
+            )
+        num_samples = len(loader.dataset)
+        if self._num_rows != num_samples:
+            raise ValueError(
+                f"Invalid annotations for split {self.split!r}: {self._num_rows} rows but the split has {num_samples} "
+                "samples. Row i must hold the annotations of dataset index i (CIFAR-10H: the official test order); "
+                "for a subset of the split, pass the matching rows (e.g. `counts[subset_indices]`)."
             )
 
     @override
-    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        arrays = fit_end_arrays(trainer, pl_module)
-        if self.split not in arrays:
-            raise ValueError(f"Invalid value for split={self.split!r}. The trainer has splits {sorted(arrays)}.")
-        data = arrays[self.split]
+    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        if self.split not in arrays.splits:
+            raise ValueError(f"Invalid value for split={self.split!r}. The trainer has splits {sorted(arrays.splits)}.")
+        data = arrays.splits[self.split]
         labels = np.asarray(data.labels)
-        self._check_rows(len(labels))
         num_classes = int(data.logits.shape[1])
         if isinstance(self._source, (str, os.PathLike)):
             counts = load_annotations(self._source, num_classes=num_classes, kind=self.kind, key=self.key)
         else:
             counts = annotations_to_counts(self._source, num_classes=num_classes, kind=self.kind)
-        self.counts = counts
-        self.results = {
-            self.split: {
-                "human_difficulty": human_difficulty(counts, labels),
-                "human_entropy": human_entropy(counts),
-                "human_disagreement": human_max_disagreement(counts),
-            }
+        annotated = counts.sum(axis=1) > 0
+        if not annotated.all():
+            rank_zero_warn(
+                f"HumanAlignment(split={self.split!r}): {int((~annotated).sum())} samples have no annotation; their "
+                "human columns are NaN."
+            )
+        columns = {
+            name: np.full(len(labels), np.nan) for name in ("human_difficulty", "human_entropy", "human_disagreement")
         }
-
-    @override
-    def summary(self) -> dict[str, Any]:
-        if self.counts is None:
-            return {}
-        per_image = self.counts.sum(axis=1)
-        return {
+        rows, part = annotated, counts[annotated]
+        columns["human_difficulty"][rows] = human_difficulty(part, labels[rows])
+        columns["human_entropy"][rows] = human_entropy(part)
+        columns["human_disagreement"][rows] = human_max_disagreement(part)
+        per_image = counts.sum(axis=1)
+        summary = {
             "split": self.split,
             "annotators_per_sample": {"min": int(per_image.min()), "median": float(np.median(per_image))},
-            "mean_human_difficulty": float(self.results[self.split]["human_difficulty"].mean()),
+            "mean_human_difficulty": float(np.nanmean(columns["human_difficulty"])),
         }
+        return Contribution(
+            columns={self.split: columns},
+            info=_COLUMN_INFO,
+            summary=summary,
+            annotation_counts={self.split: counts},
+        )
 
 
-def _num_rows(source: Any, key: str | None) -> int:
+_COLUMN_INFO = {
+    "human_difficulty": ColumnInfo(
+        "1 - share of annotators who chose the dataset label", range=(0.0, 1.0), higher_is_harder=True, perspective=True
+    ),
+    "human_entropy": ColumnInfo(
+        "entropy of the annotators' label distribution (label-free ambiguity)", unit="nats", higher_is_harder=True
+    ),
+    "human_disagreement": ColumnInfo(
+        "1 - share of annotators who chose the most chosen class", range=(0.0, 1.0), higher_is_harder=True
+    ),
+}
+
+
+def _raw_array(source: Any, key: str | None) -> np.ndarray:
     if isinstance(source, (str, os.PathLike)):
         loaded = np.load(source, mmap_mode="r")
         if hasattr(loaded, "files"):
             name = key or next((k for k in ("counts", "labels") if k in loaded.files), loaded.files[0])
-            return int(loaded[name].shape[0])
-        return int(loaded.shape[0])
-    return int(np.asarray(source).shape[0])
+            return np.asarray(loaded[name])
+        return np.asarray(loaded)
+    return np.asarray(source)

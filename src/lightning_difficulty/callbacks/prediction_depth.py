@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._probe import ProbeConfig, neighbour_labels_by_split
-from lightning_difficulty.callbacks._tap import resolve_modules
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback
+from lightning_difficulty.callbacks._probe import ProbeConfig, check_k_fits_reference, neighbour_labels_by_split
+from lightning_difficulty.callbacks.base import ColumnInfo, Columns, Contribution, DifficultyCallback, output_dir
 from lightning_difficulty.data import BatchKeys
 from lightning_difficulty.functional.knn import knn_search, knn_vote, neighbour_disagreement
 from lightning_difficulty.functional.prediction_depth import prediction_depth
+from lightning_difficulty.logits import resolve_modules
 from lightning_difficulty.pipeline.capture import (
-    PassRequest,
+    CaptureRequest,
+    FitEndArrays,
     Reduction,
     SplitArrays,
-    cache_dir,
-    fit_end_arrays,
-    forward_order,
-    run_pass,
-    top_level_blocks,
+    merge_requests,
+    run_capture,
 )
+from lightning_difficulty.views.report_views import log_depth_views
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -90,7 +90,7 @@ class PredictionDepth(DifficultyCallback):
             raise ValueError(
                 f"Expected argument `every_n_epochs` to be a positive integer, but got {every_n_epochs!r}."
             )
-        self.layers: list[str] | None = None if layers == "auto" else list(layers)
+        self.layers: tuple[str, ...] | Literal["auto"] = "auto" if layers == "auto" else tuple(layers)
         self.reduction = reduction
         self.probe = ProbeConfig(k, index, tuple(sorted((index_options or {}).items())), use_gpu)
         self.input_size = input_size
@@ -98,69 +98,78 @@ class PredictionDepth(DifficultyCallback):
         self.every_n_epochs = every_n_epochs
         self.batch_keys = batch_keys
         self.logits_from = logits_from
+        self._state_key = self._generate_state_key(layers=self.layers, k=k, reduction=reduction, index=index)
         self.depth_history: dict[int, dict[str, float]] = {}
-        self._arrays: dict[str, SplitArrays] = {}
 
     @property
-    def probe_names(self) -> list[str]:
-        """``["input", *layers]``: the probes in order (probe 0 is the input)."""
-        return [INPUT_PROBE, *(self.layers or [])]
+    @override
+    def state_key(self) -> str:
+        return self._state_key
 
-    # -- layer resolution --------------------------------------------------------------------------
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.layers is not None:
-            resolve_modules(pl_module, self.layers, argument="layers")
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            self.depth_history = {}
+            if self.layers != "auto":
+                resolve_modules(pl_module, list(self.layers), argument="layers")
 
     @override
-    def prepare_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Resolve ``layers="auto"``: the top-level blocks that run in ``forward``, in their order."""
-        if self.layers is None:
-            self.layers = forward_order(trainer, pl_module, top_level_blocks(pl_module), self._request())
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_k_fits_reference(trainer, self.probe.k, self.reference_dataloader, "PredictionDepth")
 
-    def _request(self) -> PassRequest:
-        return PassRequest(
-            layers=self.pass_layers(),
-            keep_inputs=True,
+    @override
+    def capture_request(self) -> CaptureRequest:
+        return CaptureRequest(
+            layers=self.layers,
+            reduction=self.reduction,
+            inputs=True,
             input_size=self.input_size,
-            batch_keys=self.batch_keys or BatchKeys(),
-            logits_from=self.logits_from,
             reference_dataloader=self.reference_dataloader,
+            batch_keys=self.batch_keys,
+            logits_from=self.logits_from,
         )
 
-    @override
-    def pass_layers(self) -> dict[str, Any]:
-        return {name: self.reduction for name in self.layers or []}
-
-    @override
-    def needs_pass_inputs(self) -> bool:
-        return True
-
-    # -- computation ---------------------------------------------------------------------------------
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        self.prepare_pass(trainer, pl_module)
-        arrays = run_pass(trainer, pl_module, self._request(), cache_dir(trainer) / "during_fit")
+        plan = merge_requests([(self.state_key, self.capture_request())])
+        arrays = run_capture(trainer, pl_module, plan, output_dir(trainer) / "cache" / "during_fit")
         if trainer.is_global_zero:
-            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays).items()}
+            probes = self._probe_names(arrays)
+            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays.splits, probes).items()}
             self.depth_history[trainer.current_epoch] = {s: float(d.mean()) for s, d in depths.items()}
             _log_depths(trainer, depths, trainer.current_epoch)
 
-    @override
-    def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._arrays = fit_end_arrays(trainer, pl_module)
-        if trainer.is_global_zero:
-            self.results = self._probe_all(self._arrays)
+    def _probe_names(self, arrays: FitEndArrays) -> list[str]:
+        """``["input", *layers]``: the probes in order (probe 0 is the input)."""
+        return [INPUT_PROBE, *arrays.layers_for(self.capture_request())]
 
-    def _probe_all(self, arrays: dict[str, SplitArrays]) -> Columns:
+    @override
+    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        if not trainer.is_global_zero:
+            return Contribution()
+        probes = self._probe_names(arrays)
+        columns = self._probe_all(arrays.splits, probes)
+        penultimate = probes[-2] if len(probes) > 2 else None
+        return Contribution(
+            columns=columns,
+            info=_column_info(probes),
+            summary=self._summary(arrays.splits, columns, probes),
+            views=[functools.partial(log_depth_views, probes=probes)],
+            neighbours=functools.partial(self.nearest_neighbours, arrays.splits, probes),
+            probe_names=tuple(probes),
+            embeddings={s: d.layers[penultimate] for s, d in arrays.splits.items()} if penultimate else {},
+        )
+
+    def _probe_all(self, arrays: dict[str, SplitArrays], probes: list[str]) -> Columns:
         reference = arrays["train"]
         ref_labels = np.asarray(reference.labels)
         final = {split: data.predictions for split, data in arrays.items()}
         votes: dict[str, list[np.ndarray]] = {split: [] for split in arrays}
         out: Columns = {split: {} for split in arrays}
-        for probe in self.probe_names:
+        for probe in probes:
             embeddings = {split: _probe_embedding(data, probe) for split, data in arrays.items()}
             neighbours = neighbour_labels_by_split(
                 _probe_embedding(reference, probe), ref_labels, embeddings, self.probe
@@ -174,42 +183,63 @@ class PredictionDepth(DifficultyCallback):
             out[split]["prediction_depth"] = prediction_depth(np.stack(votes[split]), final[split])
         return out
 
+    @staticmethod
     def nearest_neighbours(
-        self, split: str, indices: np.ndarray, *, k: int = 5
+        arrays: dict[str, SplitArrays], probes: list[str], split: str, indices: np.ndarray, k: int = 5
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """For the given samples of ``split``: ``probe -> (distances (n, k), training ids (n, k))``.
 
-        Available after fit while the fit-end arrays are on disk (``DifficultyReport(keep_cache=True)``
-        keeps them; the report uses this for its instance view before cleaning up).
+        Training samples leave themselves out. Reads the fit-end arrays, so it works until the report removes
+        its cache (``DifficultyReport(keep_cache=True)`` keeps it).
         """
         out = {}
-        reference = self._arrays["train"]
-        for probe in self.probe_names:
-            queries = _probe_embedding(self._arrays[split], probe)[np.asarray(indices)]
-            ids = np.asarray(indices) if split == "train" else None
+        reference = arrays["train"]
+        rows = np.asarray(indices)
+        for probe in probes:
+            queries = _probe_embedding(arrays[split], probe)[rows]
+            ids = rows if split == "train" else None
             out[probe] = knn_search(
                 _probe_embedding(reference, probe), queries, k, exclude_self=ids is not None, query_ids=ids
             )
         return out
 
-    @override
-    def summary(self) -> dict[str, Any]:
-        if not self.results:
-            return {}
-        out: dict[str, Any] = {"probes": self.probe_names, "k": self.probe.k}
-        for split, cols in self.results.items():
+    def _summary(self, arrays: dict[str, SplitArrays], columns: Columns, probes: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"probes": probes, "k": self.probe.k}
+        for split, cols in columns.items():
             depth = cols["prediction_depth"]
-            labels = np.asarray(self._arrays[split].labels)
-            final = self._arrays[split].predictions
+            labels = np.asarray(arrays[split].labels)
+            final = arrays[split].predictions
             out[split] = {
                 "mean_prediction_depth": float(depth.mean()),
-                "depth_counts": np.bincount(depth, minlength=len(self.probe_names) + 1).tolist(),
-                "probe_accuracy": {p: float((cols[f"knn:{p}"] == labels).mean()) for p in self.probe_names},
-                "probe_agreement": {p: float((cols[f"knn:{p}"] == final).mean()) for p in self.probe_names},
+                "depth_counts": dict(enumerate(np.bincount(depth, minlength=len(probes) + 1).tolist())),
+                "probe_accuracy": {p: float((cols[f"knn:{p}"] == labels).mean()) for p in probes},
+                "probe_agreement": {p: float((cols[f"knn:{p}"] == final).mean()) for p in probes},
             }
         if self.depth_history:
             out["mean_depth_during_training"] = self.depth_history
         return out
+
+
+def _column_info(probes: list[str]) -> dict[str, ColumnInfo]:
+    last = len(probes)
+    info = {
+        "prediction_depth": ColumnInfo(
+            f"first k-NN probe from which every later probe votes the final prediction (0 = input, {last} = never "
+            "settles; Baldock et al. 2021)",
+            unit="probe",
+            range=(0, last),
+            higher_is_harder=True,
+            perspective=True,
+        )
+    }
+    for probe in probes:
+        info[f"knn:{probe}"] = ColumnInfo(f"k-NN vote of the probe on {probe!r} (majority of training neighbours)")
+        info[f"kdn:{probe}"] = ColumnInfo(
+            f"share of the {probe!r} probe's neighbours whose label differs from the final prediction",
+            range=(0.0, 1.0),
+            higher_is_harder=True,
+        )
+    return info
 
 
 def _probe_embedding(data: SplitArrays, probe: str) -> np.ndarray:

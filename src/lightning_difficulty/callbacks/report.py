@@ -1,64 +1,77 @@
-"""DifficultyReport: at fit end, the per-sample table, summaries and TensorBoard views."""
+"""DifficultyReport: owns the fit-end pipeline, from the capture pass to the table, summary and views."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._distributed import barrier
-from lightning_difficulty.callbacks.base import Columns, DifficultyCallback, default_run_dir, split_loader
+from lightning_difficulty.callbacks.base import (
+    ColumnInfo,
+    Contribution,
+    DifficultyCallback,
+    ReportComposer,
+    default_run_dir,
+)
 from lightning_difficulty.data import item_input
-from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
 from lightning_difficulty.pipeline import analysis
 from lightning_difficulty.pipeline.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
-from lightning_difficulty.pipeline.capture import SplitArrays, collect_request, fit_end_arrays
-from lightning_difficulty.storage.atomic import write_json
-from lightning_difficulty.storage.table import build_table, write_table
+from lightning_difficulty.pipeline.capture import CapturePlan, FitEndArrays, merge_requests, run_capture
+from lightning_difficulty.pipeline.compose import BASE_COLUMNS, compose_table, summarise_split
+from lightning_difficulty.pipeline.splits import split_loader
+from lightning_difficulty.storage.outputs import RunOutputs
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
 
-class DifficultyReport(Callback):
-    """Write the per-sample difficulty table and the TensorBoard views at the end of ``fit``.
+DASHBOARD_NEIGHBOURS = 8
+"""Nearest training neighbours per probe stored for the dashboard's instance view."""
 
-    Runs the final model once in eval mode over the training data (un-shuffled) and every
-    validation dataloader for ``label`` / ``prediction`` / ``correct``, gathers the columns of every
-    other difficulty callback in the trainer, derives the DifficultyEyes ``pattern`` and the
-    ``error_category`` where their inputs exist, and on global rank 0 writes atomically:
 
-    - ``scores.parquet``: one row per (split, index);
-    - ``summary.json``: accuracy, confusion quartiles, error rate by confusion band, correlations
-      between perspectives, pattern and error-category counts.
+class DifficultyReport(ReportComposer):
+    """Owns the fit-end pipeline: one capture pass, every callback's measure, the table, summary and views.
 
-    With a :class:`~lightning.pytorch.loggers.TensorBoardLogger` it also logs figures, image grids
-    and a Projector embedding (no logger or another logger: files only).
+    At the end of ``fit`` it merges what every difficulty callback asks of the fit-end capture pass
+    (refusing contradictions), runs the final model once in eval mode over the training data
+    (un-shuffled) and every validation dataloader, hands each callback the arrays, and composes their
+    columns into one table. It then derives ``confusion_band``, ``hard``, ``group``, ``pattern`` and
+    ``error_category``, summarises, writes the run's files as one set (rank 0), and logs the views. A
+    measure or view that fails is skipped with a warning: the table is always written.
+
+    Files in ``dirpath`` (default ``<trainer.log_dir>/difficulty``): ``scores.parquet`` (one row per
+    (split, index); the column dictionary in its schema metadata), ``columns.json``, ``summary.json``,
+    ``hard_subset.json``, ``groups.json``. A second run into the same folder replaces all of them (files of
+    this package only; nothing else in the folder is touched).
 
     Args:
         dirpath: output folder (default ``<trainer.log_dir>/difficulty``).
-        num_bands: confusion bands for the "error rate by confusion band" figure and ``confusion_band``.
+        num_bands: confusion bands for the "error rate by confusion band" figure and ``confusion_band``; the
+            equal-width edges are fitted on the training split and shared by every split.
         grid_per_class: samples per class on each side of the hardest/easiest grids (0: none).
         class_names: names for figures (default ``"0"``, ``"1"``, ...).
         taxonomy: thresholds that binarise the perspectives for the ``pattern`` column.
         error_taxonomy: options for the ``error_category`` column (default: off).
-        hard_fraction: share of each split that forms the hard subset (``hard`` column); ``None`` to skip.
+        hard_fraction: share of each split's scored samples that forms the hard subset; ``None`` to skip.
         hard_top_k: a fixed number of hard samples per split instead of ``hard_fraction``.
         hard_split: the split whose hard subset is written to ``hard_subset.json``.
         group_bands: GroupDRO groups as this many quantile bands of confusion (``group`` column,
             ``groups.json``), edges fitted on the training split; ``None`` to skip.
         group_thresholds: fixed band edges in nats instead (Albiero et al. split ImageNet at ``(5.0,)``).
         projector_split: split shown in TensorBoard's Projector (needs PredictionDepth for embeddings).
+        reference_dataloader: un-augmented training data for the fit-end pass (``prediction``/``correct`` of
+            the train split and the k-NN reference set). Default: the training dataloader, un-shuffled.
         keep_cache: keep the fit-end pass arrays (``cache/``: logits, layer embeddings) on disk.
 
     Example::
@@ -83,11 +96,13 @@ class DifficultyReport(Callback):
         group_bands: int | None = 2,
         group_thresholds: Sequence[float] | None = None,
         projector_split: str = "val",
+        reference_dataloader: Any = None,
         keep_cache: bool = False,
     ) -> None:
-        if not isinstance(num_bands, int) or num_bands < 2:
+        super().__init__()
+        if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 2:
             raise ValueError(f"Expected argument `num_bands` to be an integer >= 2, but got {num_bands!r}.")
-        if not isinstance(grid_per_class, int) or grid_per_class < 0:
+        if isinstance(grid_per_class, bool) or not isinstance(grid_per_class, int) or grid_per_class < 0:
             raise ValueError(
                 f"Expected argument `grid_per_class` to be a non-negative integer, but got {grid_per_class!r}."
             )
@@ -106,199 +121,329 @@ class DifficultyReport(Callback):
             else None
         )
         self.projector_split = projector_split
+        self.reference_dataloader = reference_dataloader
         self.keep_cache = keep_cache
         self.table: pd.DataFrame | None = None
         self.summary: dict[str, Any] = {}
 
+    @override
     def run_dir(self, trainer: pl.Trainer) -> Path:
         return self.dirpath if self.dirpath is not None else default_run_dir(trainer)
 
+    # -- set-up checks -----------------------------------------------------------------------------
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.table, self.summary = None, {}
+        self._plan = merge_requests(self._requests(trainer))  # contradictions stop here, before training
+        if self.class_names is not None and self.error_taxonomy is not None:
+            self.error_taxonomy.superclass_ids(len(self.class_names))  # a map of another class count fails now
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._plan.reference_dataloader is None and _augments(trainer.train_dataloader):
+            rank_zero_warn(
+                "DifficultyReport: the training dataset applies random transforms, and the fit-end pass reuses it, "
+                "so the train split's `prediction`/`correct` (and the k-NN reference) come from augmented images. "
+                "Pass `reference_dataloader=` an un-augmented loader of the same training data."
+            )
+
+    def _requests(self, trainer: pl.Trainer) -> list[tuple[str, Any]]:
+        requests = [("DifficultyReport(reference_dataloader=...)", _own_request(self.reference_dataloader))]
+        for cb in _difficulty_callbacks(trainer):
+            request = cb.capture_request()
+            if request is not None:
+                requests.append((cb.state_key, request))
+        return requests
+
+    # -- the pipeline ------------------------------------------------------------------------------
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run_dir = self.run_dir(trainer)
-        callbacks = [cb for cb in trainer.callbacks if isinstance(cb, DifficultyCallback)]  # type: ignore[attr-defined]
-        for cb in callbacks:
-            cb.compute(trainer, pl_module)
-        arrays = fit_end_arrays(trainer, pl_module)
+        callbacks = _difficulty_callbacks(trainer)
+        skipped: list[str] = []
+        arrays = self._capture(trainer, pl_module, run_dir / "cache", skipped)
+        contributions = _compute_all(trainer, callbacks, arrays, skipped)
         if trainer.is_global_zero:
-            table = build_table(_merge_columns(arrays, callbacks))
-            self.table, self.summary = self._analyse(table, callbacks)
-            self._write_manifests(run_dir, trainer)
-            write_table(self.table, run_dir / "scores.parquet")
-            write_json(run_dir / "summary.json", self.summary)
-            self._log_views(trainer, pl_module, arrays, callbacks)
-        barrier()
+            table, info, shared = compose_table(arrays, contributions, skipped)
+            table = self._derive(table, shared, skipped)
+            summary = self._summarise(trainer, table, contributions, info, skipped)
+            outputs = self._outputs(trainer, run_dir, table, info, summary)
+            outputs.commit()
+            self.table, self.summary = table, summary
+            self._write_dashboard(trainer, run_dir, table, shared, skipped)
+            self._log_views(trainer, table, shared, contributions, skipped)
+        trainer.strategy.barrier()
         if trainer.is_global_zero and not self.keep_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
-    # -- analyses ----------------------------------------------------------------------------------
-    def _analyse(self, table: pd.DataFrame, callbacks: list[DifficultyCallback]) -> tuple[pd.DataFrame, dict[str, Any]]:
-        summary: dict[str, Any] = {"splits": {}}
-        parts = []
-        for split, rows in table.groupby("split", sort=False):
+    def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, cache: Path, skipped: list[str]) -> Any:
+        plan = merge_requests(self._requests(trainer))
+        try:
+            return run_capture(trainer, pl_module, plan, cache)
+        except Exception as err:  # layers or inputs the pass cannot store: keep what every table needs
+            if not (plan.layers or plan.inputs or plan.auto_reduction != "none"):
+                raise
+            skipped.append(f"layer and input capture: {err}")
+            rank_zero_warn(
+                f"DifficultyReport: the fit-end pass failed while storing layers or inputs ({err}). It runs again "
+                "with the logits only; the measures that need layers or inputs are skipped."
+            )
+            minimal = CapturePlan(
+                reference_dataloader=plan.reference_dataloader, batch_keys=plan.batch_keys, logits_from=plan.logits_from
+            )
+            return run_capture(trainer, pl_module, minimal, cache)
+
+    def _derive(self, table: pd.DataFrame, shared: Contribution, skipped: list[str]) -> pd.DataFrame:
+        """Derived columns: confusion bands (edges shared by all splits), hard, group, pattern, error category."""
+        table = table.copy()
+        self._bands: dict[str, Any] = {}
+        if "confusion" in table and np.isfinite(table["confusion"].to_numpy(float)).sum() > 1:
+            edges, fitted_on = analysis.confusion_band_edges(table, self.num_bands)
+            table["confusion_band"] = analysis.band_column(table["confusion"].to_numpy(float), edges)
+            self._bands = {"edges": edges.tolist(), "fitted_on": fitted_on}
+        parts = dict(tuple(table.groupby("split", sort=False)))
+        self._manifests: dict[str, Any] = {}
+        for split, rows in parts.items():
             rows = rows.copy()
-            entry = self._summarise_split(rows)
-            if "human_difficulty" in rows and rows["human_difficulty"].notna().any():
-                entry["human_correlations"] = analysis.correlations(rows)
+            self._warn_unscored(str(split), rows)
+            if self.hard_subset is not None:
+                rows["hard"], manifest = analysis.hard_column(rows, self.hard_subset)
+                if manifest is not None and split == self.hard_subset.split:
+                    self._manifests["hard_subset"] = manifest
             patterns = analysis.difficulty_patterns(rows, self.taxonomy)
             if patterns is not None:
                 rows["pattern"] = patterns
-                entry["patterns"] = analysis.pattern_report(rows)
-                entry["model_perspective"] = analysis.model_perspective(rows)
-            if self.error_taxonomy is not None and "correct" in rows:
-                counts = _annotation_counts(callbacks, str(split))
-                rows["error_category"] = analysis.error_categories(rows, self.error_taxonomy, counts)
-                entry["error_categories"] = analysis.error_report(rows, band_column="confusion_band")
-            summary["splits"][str(split)] = entry
-            parts.append(rows)
-        for cb in callbacks:
-            part = cb.summary()
-            if part:
-                summary[type(cb).__name__] = part
-        return pd.concat(parts, ignore_index=True), summary
+            elif "human_difficulty" in rows:  # without annotations the taxonomy does not apply: no warning
+                _skip(skipped, f"pattern of split {split!r}: {analysis.pattern_blocker(rows)}")
+            if self.error_taxonomy is not None:
+                try:
+                    counts = shared.annotation_counts.get(str(split))
+                    rows["error_category"] = analysis.error_categories(rows, self.error_taxonomy, counts)
+                except Exception as err:
+                    _skip(skipped, f"error_category of split {split!r}: {err}")
+            parts[split] = rows
+        if self.groups is not None and self.groups.split in parts:
+            groups = analysis.group_manifest(parts[self.groups.split], self.groups)
+            if groups is not None:
+                self._manifests["groups"] = groups
+                for rows in parts.values():
+                    rows["group"] = analysis.group_column(rows, groups)
+        return pd.concat(parts.values(), ignore_index=True)
 
-    def _summarise_split(self, rows: pd.DataFrame) -> dict[str, Any]:
-        entry: dict[str, Any] = {"num_samples": len(rows)}
-        if "correct" in rows:
-            entry["accuracy"] = float(rows["correct"].mean())
-        if "confusion" in rows and rows["confusion"].notna().sum() > 1:
-            confusion = rows["confusion"].to_numpy()
-            seen = ~np.isnan(confusion)
-            entry["confusion_quartiles"] = np.quantile(confusion[seen], [0.25, 0.5, 0.75]).tolist()
-            if "correct" in rows:
-                band = _band_summary(confusion[seen], rows["correct"].to_numpy()[seen], self.num_bands)
-                entry["error_by_confusion_band"] = band
-                bands = np.full(len(rows), -1, dtype=np.int64)
-                bands[seen] = np.searchsorted(band["edges"], confusion[seen], side="right")
-                rows["confusion_band"] = bands
-        return entry
+    def _warn_unscored(self, split: str, rows: pd.DataFrame) -> None:
+        if "confusion" in rows:
+            missing = int(rows["confusion"].isna().sum())
+            if missing:
+                rank_zero_warn(
+                    f"DifficultyReport: {missing} of {len(rows)} samples of split {split!r} were never seen during "
+                    "training (limit_*_batches, drop_last, fast_dev_run, ...): their `confusion` is NaN, they are "
+                    "never `hard` and their `group` is -1."
+                )
 
-    def _write_manifests(self, run_dir: Path, trainer: pl.Trainer) -> None:
-        """Hard subset and GroupDRO groups: columns in the table, manifests beside it."""
-        assert self.table is not None
-        parts = dict(tuple(self.table.groupby("split", sort=False)))
-        metadata = {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "run_dir": str(run_dir)}
-        if self.hard_subset is not None:
-            for split, rows in parts.items():
-                manifest = analysis.hard_column(rows, self.hard_subset)
-                if manifest is not None and split == self.hard_subset.split:
-                    manifest = dataclasses.replace(manifest, metadata=metadata)
-                    manifest.to_json(run_dir / "hard_subset.json")
-                    self.summary["hard_subset"] = {
-                        "split": split,
-                        "size": len(manifest.indices),
-                        "threshold": manifest.threshold,
-                    }
-        fitted = parts.get(self.groups.split) if self.groups is not None else None
-        groups = (
-            analysis.group_manifest(fitted, self.groups) if fitted is not None and self.groups is not None else None
-        )
+    def _summarise(
+        self,
+        trainer: pl.Trainer,
+        table: pd.DataFrame,
+        contributions: dict[str, tuple[DifficultyCallback, Contribution]],
+        info: dict[str, ColumnInfo],
+        skipped: list[str],
+    ) -> dict[str, Any]:
+        from lightning_difficulty import __version__
+
+        perspectives = [name for name, meta in {**BASE_COLUMNS, **info}.items() if meta.perspective]
+        self._perspectives = tuple(perspectives)
+        splits = {
+            str(split): summarise_split(rows, perspectives, self.num_bands, self._bands.get("edges"))
+            for split, rows in table.groupby("split", sort=False)
+        }
+        summary: dict[str, Any] = {
+            "format": "lightning-difficulty/summary",
+            "version": 2,
+            "package_version": __version__,
+            "run_id": uuid.uuid4().hex,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run": {
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "world_size": trainer.world_size,
+                "callbacks": {key: type(cb).__name__ for key, (cb, _) in contributions.items()},
+                "report": {
+                    "num_bands": self.num_bands,
+                    "taxonomy": dataclasses.asdict(self.taxonomy),
+                    "hard_subset": dataclasses.asdict(self.hard_subset) if self.hard_subset else None,
+                    "groups": dataclasses.asdict(self.groups) if self.groups else None,
+                },
+            },
+            "splits": splits,
+            "measures": {
+                key: {"callback": type(cb).__name__, **part.summary} for key, (cb, part) in contributions.items()
+            },
+        }
+        if self._bands:
+            summary["confusion_bands"] = self._bands
+        hard = self._manifests.get("hard_subset")
+        if hard is not None:
+            summary["hard_subset"] = {"split": hard.split, "size": len(hard.indices), "threshold": hard.threshold}
+        groups = self._manifests.get("groups")
         if groups is not None:
-            groups = dataclasses.replace(groups, metadata=metadata)
-            groups.to_json(run_dir / "groups.json")
-            for rows in parts.values():
-                rows["group"] = analysis.group_column(rows, groups)
-            self.summary["groups"] = {"split": groups.split, "edges": list(groups.edges), "sizes": list(groups.sizes)}
-        self.table = pd.concat(parts.values(), ignore_index=True)
+            summary["groups"] = {"split": groups.split, "edges": list(groups.edges), "sizes": list(groups.sizes)}
+        summary["skipped"] = list(skipped)
+        return summary
 
-    # -- TensorBoard -------------------------------------------------------------------------------
+    def _outputs(
+        self,
+        trainer: pl.Trainer,
+        run_dir: Path,
+        table: pd.DataFrame,
+        info: dict[str, ColumnInfo],
+        summary: dict[str, Any],
+    ) -> RunOutputs:
+        metadata = {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "run_id": summary["run_id"]}
+        outputs = RunOutputs(run_dir, run_id=summary["run_id"])
+        columns = {name: _info_json(meta) for name, meta in {**BASE_COLUMNS, **info}.items() if name in table}
+        outputs.table(table, columns)
+        outputs.json("columns.json", {"format": "lightning-difficulty/columns", "version": 1, "columns": columns})
+        for name, manifest in self._manifests.items():
+            outputs.manifest(f"{name}.json", dataclasses.replace(manifest, metadata=metadata))
+        outputs.json("summary.json", summary)
+        return outputs
+
+    # -- views -------------------------------------------------------------------------------------
+    def _class_names(self, table: pd.DataFrame, skipped: list[str]) -> list[str]:
+        num_classes = int(max(table["label"].max(), table["prediction"].max())) + 1
+        names = self.class_names or [str(c) for c in range(num_classes)]
+        if len(names) < num_classes:
+            _skip(skipped, f"class_names: {len(names)} names for {num_classes} classes; numbers used for the rest")
+            names = [*names, *(str(c) for c in range(len(names), num_classes))]
+        return names
+
+    def _write_dashboard(
+        self, trainer: pl.Trainer, run_dir: Path, table: pd.DataFrame, shared: Contribution, skipped: list[str]
+    ) -> None:
+        """The TensorBoard dashboard's assets (projection, thumbnails, neighbours) beside the table."""
+        from lightning_difficulty.dashboard import write_dashboard_assets
+
+        try:
+            neighbours = None
+            if shared.neighbours is not None:
+                neighbours = {
+                    str(split): shared.neighbours(str(split), rows["index"].to_numpy(), DASHBOARD_NEIGHBOURS)
+                    for split, rows in table.groupby("split", sort=False)
+                }
+            write_dashboard_assets(
+                run_dir,
+                table,
+                class_names=self._class_names(table, []),
+                embeddings=shared.embeddings or None,
+                images=_image_fetcher(trainer, self._plan.batch_keys),
+                neighbours=neighbours,
+                probe_names=shared.probe_names or None,
+            )
+        except Exception as err:
+            _skip(skipped, f"the dashboard assets: {type(err).__name__}: {err}")
+
     def _log_views(
         self,
         trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        arrays: dict[str, SplitArrays],
-        callbacks: list[DifficultyCallback],
+        table: pd.DataFrame,
+        shared: Contribution,
+        contributions: dict[str, tuple[DifficultyCallback, Contribution]],
+        skipped: list[str],
     ) -> None:
-        from lightning_difficulty.callbacks.prediction_depth import PredictionDepth
         from lightning_difficulty.views import report_views
-        from lightning_difficulty.views.tensorboard import tensorboard_logger
+        from lightning_difficulty.views.tensorboard import tensorboard_logger, warn_no_tensorboard
 
         logger = tensorboard_logger(trainer)
-        if logger is None or self.table is None:
+        if logger is None:
+            warn_no_tensorboard(trainer, "figures, image grids and the projector")
             return
-        writer, step = logger.experiment, trainer.current_epoch
-        num_classes = int(next(iter(arrays.values())).logits.shape[1])
-        options = report_views.ViewOptions(
-            class_names=self.class_names or [str(c) for c in range(num_classes)],
-            grid_per_class=self.grid_per_class,
-            projector_split=self.projector_split,
+        class_names = self._class_names(table, skipped)
+        images = _image_fetcher(trainer, self._plan.batch_keys)
+        context = report_views.ViewContext(
+            writer=logger.experiment,
+            log_dir=logger.log_dir,
+            table=table,
+            summary=self.summary,
+            step=trainer.current_epoch,
+            options=report_views.ViewOptions(
+                class_names=class_names, grid_per_class=self.grid_per_class, projector_split=self.projector_split
+            ),
+            images=images,
+            neighbours=shared.neighbours,
+            embeddings=shared.embeddings,
+            perspectives=self._perspectives,
         )
-
-        keys = collect_request(trainer, pl_module).batch_keys  # the keys the fit-end pass used
-
-        def fetch(split: str, indices: Sequence[int]) -> torch.Tensor:
-            dataset = split_loader(trainer, split).dataset
-            return torch.stack([torch.as_tensor(np.asarray(item_input(dataset[int(i)], keys))) for i in indices])
-
-        images = fetch if _is_image(fetch("train", [0])[0]) else None  # tabular inputs: no image views
-
-        depth = next((cb for cb in callbacks if isinstance(cb, PredictionDepth) and cb.results), None)
-        for split, rows in self.table.groupby("split", sort=False):
-            split = str(split)
-            report_views.log_split_views(writer, split, rows, self.summary["splits"][split], step, options, images)
-            if depth is not None and "prediction_depth" in rows:
-                report_views.log_depth_views(writer, split, rows, depth.probe_names, step, options)
-            if depth is not None and "prediction_depth" in rows and images is not None:
-                train_labels = np.asarray(arrays["train"].labels)
-                report_views.log_instance_views(
-                    writer,
-                    split,
-                    rows,
-                    functools.partial(depth.nearest_neighbours, split),
-                    train_labels,
-                    step,
-                    options,
-                    images,
-                )
-        if depth is not None and self.projector_split in arrays and len(depth.probe_names) > 2:
-            penultimate = depth.probe_names[-2]
-            rows = self.table[self.table["split"] == self.projector_split]
-            embeddings = arrays[self.projector_split].layers[penultimate]
-            report_views.write_projection(logger.log_dir, rows, embeddings, step, options, images)
-        writer.flush()
+        views: list[tuple[str, Callable[[Any], None]]] = [("report views", report_views.log_report_views)]
+        views += [(key, view) for key, (_, part) in contributions.items() for view in part.views]
+        for owner, view in views:
+            try:
+                view(context)
+            except Exception as err:
+                _skip(skipped, f"a view of {owner}: {err!r}")
+        logger.experiment.flush()
 
 
-def _is_image(sample: torch.Tensor) -> bool:
-    """(H, W), or (C, H, W) / (H, W, C) with 1 or 3 channels: what the image views can draw."""
-    return sample.ndim == 2 or (sample.ndim == 3 and (sample.shape[0] in (1, 3) or sample.shape[-1] in (1, 3)))
+def _difficulty_callbacks(trainer: pl.Trainer) -> list[DifficultyCallback]:
+    return [cb for cb in trainer.callbacks if isinstance(cb, DifficultyCallback)]  # type: ignore[attr-defined]
 
 
-def _band_summary(confusion: np.ndarray, correct: np.ndarray, num_bands: int) -> dict[str, Any]:
-    result = band_error_correlation(confusion, correct.astype(bool), num_bands=num_bands)
-    lows = np.concatenate([[confusion.min()], result.edges])
-    highs = np.concatenate([result.edges, [confusion.max()]])
-    bands = [
-        {
-            "band": b,
-            "low": float(lows[b]),
-            "high": float(highs[b]),
-            "mean_score": float(result.mean_score[b]),
-            "count": int(result.table.count[b]),
-            "error_rate": float(result.table.error[b]),
-        }
-        for b in range(num_bands)
-    ]
-    return {"pearson_rho": float(result.rho), "edges": result.edges.tolist(), "bands": bands}
+def _own_request(reference_dataloader: Any) -> Any:
+    from lightning_difficulty.pipeline.capture import CaptureRequest
+
+    return CaptureRequest(reference_dataloader=reference_dataloader)
 
 
-def _merge_columns(arrays: dict[str, SplitArrays], callbacks: list[DifficultyCallback]) -> Columns:
-    columns: Columns = {}
-    for split, data in arrays.items():
-        labels = np.asarray(data.labels)
-        predictions = data.predictions
-        columns[split] = {"label": labels, "prediction": predictions, "correct": predictions == labels}
+def _compute_all(
+    trainer: pl.Trainer, callbacks: list[DifficultyCallback], arrays: FitEndArrays, skipped: list[str]
+) -> dict[str, tuple[DifficultyCallback, Contribution]]:
+    """Every callback's measure; one that fails is skipped with a warning (the table is still written)."""
+    out: dict[str, tuple[DifficultyCallback, Contribution]] = {}
     for cb in callbacks:
-        for split, cols in cb.columns().items():
-            target = columns.setdefault(split, {})
-            for name, values in cols.items():
-                target.setdefault(name, values)
-    return columns
+        key = cb.state_key
+        while key in out:  # identical callbacks (same arguments) still get one entry each
+            key += "#"
+        try:
+            out[key] = (cb, cb.compute(trainer, arrays))
+        except Exception as err:
+            _skip(skipped, f"{cb.state_key}: {type(err).__name__}: {err}")
+    return out
 
 
-def _annotation_counts(callbacks: list[DifficultyCallback], split: str) -> np.ndarray | None:
-    from lightning_difficulty.callbacks.human import HumanAlignment
+def _skip(skipped: list[str], reason: str) -> None:
+    skipped.append(reason)
+    rank_zero_warn(f"DifficultyReport skipped {reason}")
 
-    for cb in callbacks:
-        if isinstance(cb, HumanAlignment) and cb.split == split:
-            return cb.counts
-    return None
+
+def _info_json(info: ColumnInfo) -> dict[str, Any]:
+    out = dataclasses.asdict(info)
+    if info.range is not None:
+        out["range"] = [None if not np.isfinite(v) else v for v in info.range]
+    return out
+
+
+def _augments(loader: Any) -> bool:
+    """Whether the loader's dataset (or one it wraps) has a ``transform`` whose name says it is random."""
+    dataset = getattr(loader, "dataset", None)
+    for _ in range(4):
+        transform = getattr(dataset, "transform", None)
+        if transform is not None and "random" in repr(transform).lower():
+            return True
+        dataset = getattr(dataset, "dataset", None)
+    return False
+
+
+def _image_fetcher(trainer: pl.Trainer, keys: Any) -> Callable[[str, Sequence[int]], torch.Tensor] | None:
+    """``(split, indices) -> stacked inputs`` for image datasets; ``None`` for anything else."""
+
+    def fetch(split: str, indices: Sequence[int]) -> torch.Tensor:
+        dataset = split_loader(trainer, split).dataset
+        return torch.stack([torch.as_tensor(np.asarray(item_input(dataset[int(i)], keys))) for i in indices])
+
+    try:
+        sample = fetch("train", [0])[0]
+    except Exception:
+        return None
+    is_image = sample.ndim == 2 or (sample.ndim == 3 and (sample.shape[0] in (1, 3) or sample.shape[-1] in (1, 3)))
+    return fetch if is_image else None

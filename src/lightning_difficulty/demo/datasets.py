@@ -53,6 +53,9 @@ class Splits:
 def load_digits_splits(*, val_fraction: float = 0.2, seed: int = 0) -> Splits:
     """scikit-learn's bundled handwritten digits (1,797 8x8 grey images), split by a seeded shuffle.
 
+    ``seed`` chooses the split only; the demo keeps the default, so every demo run (whatever its
+    training seed) has the same 1,438 training and 359 validation images at the same indices.
+
     Example::
 
         >>> s = load_digits_splits()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,22 +28,43 @@ class DemoResult:
     run_dir: Path
     table: pd.DataFrame
     summary: dict[str, Any]
+    seed: int = 0
 
 
-def run_demo(out: str | Path = "runs/demo", *, epochs: int = 30, seed: int = 0, progress: bool = True) -> DemoResult:
+DEMO_MARKER = ".lightning-difficulty-demo.json"
+"""File in a demo's output folder that lists every file the demo wrote there (and nothing else)."""
+
+
+def run_demo(
+    out: str | Path = "runs/demo", *, epochs: int = 30, seed: int = 0, progress: bool | None = None
+) -> DemoResult:
     """Train on the digits and write ``<out>/difficulty/scores.parquet`` plus TensorBoard logs.
+
+    The train/val split is fixed (the same 1,438 / 359 images for every ``seed``); ``seed`` sets only
+    the training (initial weights, shuffling), so runs with different seeds can be compared and
+    combined. ``out`` must be new, empty, or a previous demo run: then only the files that run wrote
+    are removed, anything else in the folder is refused, never deleted.
+
+    Args:
+        out: output folder; TensorBoard logs go there, the table and summaries to ``out/difficulty``.
+        epochs: training epochs, >= 1.
+        seed: training seed.
+        progress: progress bars; default: only when stdout is a terminal.
 
     Example::
 
         result = run_demo("runs/demo", epochs=5)
         result.table.nlargest(10, "confusion")
     """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"Expected argument `epochs` to be an integer >= 1, but got {epochs!r}.")
     out = Path(out)
-    if (out / "difficulty" / "summary.json").exists():
-        shutil.rmtree(out)  # a previous demo run: start clean so TensorBoard shows one run
+    _clear_previous_demo(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_marker(out)  # before training: an interrupted run is still recognised as the demo's own
     torch.set_num_threads(1)  # convolutions this small run several times faster on one thread
+    splits = load_digits_splits()  # fixed split, whatever the seed
     L.seed_everything(seed, verbose=False)
-    splits = load_digits_splits(seed=seed)
     train = DataLoader(IndexedDataset(splits.train), batch_size=64, shuffle=True)
     val = DataLoader(IndexedDataset(splits.val), batch_size=256)
     report = DifficultyReport(class_names=splits.class_names)
@@ -49,15 +74,70 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int = 30, seed: int = 0, 
         devices=1,
         logger=TensorBoardLogger(save_dir=str(out.parent), name=out.name, version=""),
         callbacks=[*_analysis_callbacks(), report],
-        enable_progress_bar=progress,
+        enable_progress_bar=sys.stdout.isatty() if progress is None else progress,
         enable_model_summary=False,
         enable_checkpointing=False,
         deterministic=True,
         log_every_n_steps=5,
     )
     trainer.fit(SmallCNN(in_channels=1, num_classes=10, width=16, max_epochs=epochs), train, val)
+    _write_marker(out)
     assert report.table is not None
-    return DemoResult(report.run_dir(trainer), report.table, report.summary)
+    return DemoResult(report.run_dir(trainer), report.table, report.summary, seed)
+
+
+def _files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != DEMO_MARKER)
+
+
+def _write_marker(out: Path) -> None:
+    (out / DEMO_MARKER).write_text(json.dumps({"files": _files_under(out)}, indent=1), encoding="utf-8")
+
+
+def _clear_previous_demo(out: Path) -> None:
+    """Remove the files a previous demo run listed in its marker; refuse a folder holding anything else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder. Pass a new folder, e.g. --out runs/demo_2.")
+    marker = out / DEMO_MARKER
+    ours = set(json.loads(marker.read_text(encoding="utf-8"))["files"]) if marker.exists() else set()
+    foreign = [name for name in _files_under(out) if name not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"--out {out} holds {len(foreign)} file(s) the demo did not write ({shown}). The demo deletes nothing "
+            f"it did not create: pass a new or empty folder (e.g. --out {out}_2), or move those files away."
+        )
+    for name in ours:
+        (out / name).unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+    folders = {parent for name in ours for parent in Path(name).parents if parent != Path(".")}
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        path = out / folder
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def command_prefix() -> str:
+    """How to call this environment's commands from the working directory: ``""`` if they are on ``PATH``.
+
+    In a virtual environment that is not activated this is e.g. ``".venv/bin/"``.
+
+    Example::
+
+        print(f"{command_prefix()}tensorboard --logdir runs")
+    """
+    bin_dir = Path(sys.executable).parent
+    found = shutil.which("lightning-difficulty")
+    if found is not None and Path(found).parent.resolve() == bin_dir.resolve():
+        return ""
+    try:
+        shown = os.path.relpath(bin_dir)
+    except ValueError:  # another drive on Windows
+        shown = str(bin_dir)
+    shown = str(bin_dir) if shown.startswith("..") else shown
+    return shown.rstrip("/") + "/"
 
 
 def _analysis_callbacks() -> list[Any]:
@@ -70,26 +150,32 @@ def format_summary(result: DemoResult, *, top: int = 10) -> str:
     for split, entry in result.summary["splits"].items():
         lines.append(f"\n[{split}] {entry['num_samples']} samples, accuracy {entry.get('accuracy', float('nan')):.3f}")
         if "confusion_quartiles" in entry:
-            q1, q2, q3 = entry["confusion_quartiles"]
+            q = entry["confusion_quartiles"]
+            q1, q2, q3 = q["q25"], q["median"], q["q75"]
             lines.append(f"  confusion (nats) quartiles: 25% {q1:.3f} | median {q2:.3f} | 75% {q3:.3f}")
         band = entry.get("error_by_confusion_band")
         if band:
             rho = band["pearson_rho"]
-            rho_text = f"{rho:.3f}" if rho == rho else "n/a: no errors in this split"
+            rho_text = f"{rho:.3f}" if rho == rho else "n/a"
+            if "pearson_rho_note" in band:
+                rho_text += f"; {band['pearson_rho_note']}"
             lines.append(f"  error rate by confusion band (Pearson rho = {rho_text}):")
             for row in band["bands"]:
                 if row["count"]:
                     lines.append(
                         f"    [{row['low']:.3f}, {row['high']:.3f}]  n={row['count']:5d}  error={row['error_rate']:.3f}"
                     )
-    depth = result.summary.get("PredictionDepth", {})
+    depth = _measure(result.summary, "PredictionDepth")
     lines.append("")
     for split in ("train", "val"):
         if split in depth:
             probes = ", ".join(f"{p} {a:.2f}" for p, a in depth[split]["probe_accuracy"].items())
             mean_depth = depth[split]["mean_prediction_depth"]
             lines.append(f"[{split}] mean prediction depth {mean_depth:.2f}; k-NN probe accuracy: {probes}")
-    for split, entry in result.summary.get("DataDifficulty", {}).items():
+    kdn = _measure(result.summary, "DataDifficulty")
+    for split, entry in kdn.items():
+        if split == "callback":
+            continue
         lines.append(f"[{split}] mean kDN (k={entry['k']}) {entry['mean_kdn']:.3f}")
     if "hard_subset" in result.summary:
         hard = result.summary["hard_subset"]
@@ -103,5 +189,28 @@ def format_summary(result: DemoResult, *, top: int = 10) -> str:
         c for c in ("index", "label", "prediction", "correct", "confusion", "prediction_depth", "kdn") if c in val
     ]
     lines.append(f"\n{top} hardest validation samples:\n{hardest[columns].to_string(index=False)}")
-    lines.append(f"\nTensorBoard: tensorboard --logdir {result.run_dir.parent}")
+    lines += _next_steps(result.run_dir, result.seed)
     return "\n".join(lines)
+
+
+def _measure(summary: dict[str, Any], callback: str) -> dict[str, Any]:
+    """The summary of the first callback of this class (``summary["measures"]`` is keyed by state key)."""
+    return next((m for m in summary.get("measures", {}).values() if m.get("callback") == callback), {})
+
+
+def _next_steps(run_dir: Path, seed: int) -> list[str]:
+    """The commands to look further, as they run from the working directory (venv need not be active)."""
+    bin_ = command_prefix()
+    out = run_dir.parent
+    log_root = out.parent
+    base = re.sub(r"_seed\d+$", "", out.name)
+    other = out.with_name(f"{base}_seed{seed + 1}")
+    other_run = other / run_dir.name
+    return [
+        f"\nResults: {run_dir} (scores.parquet, summary.json, hard_subset.json, groups.json)",
+        "Next:",
+        f"  {bin_}tensorboard --logdir {log_root}    # then open http://localhost:6006, run '{out.name}'",
+        f"  {bin_}lightning-difficulty demo --seed {seed + 1} --out {other}    # same data, another training seed",
+        f"  {bin_}lightning-difficulty compare {run_dir} {other_run}",
+        f"  {bin_}lightning-difficulty combine {run_dir} {other_run} -o {log_root / 'ensemble'}",
+    ]

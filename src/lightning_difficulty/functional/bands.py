@@ -283,7 +283,7 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def band_error_correlation(
-    scores: ArrayLike, correct: ArrayLike, *, num_bands: int, binning: str = "width"
+    scores: ArrayLike, correct: ArrayLike, *, num_bands: int, binning: str = "width", edges: ArrayLike | None = None
 ) -> BandErrorCorrelation:
     """Pearson correlation between band mean score and band error rate (Albiero et al., Fig. 2).
 
@@ -297,6 +297,8 @@ def band_error_correlation(
         correct: 1-D booleans, whether each sample was classified correctly.
         num_bands: number of bands.
         binning: ``"width"`` or ``"quantile"``.
+        edges: ``num_bands - 1`` inner edges to use instead of ``binning`` (e.g. fitted on another split, so
+            that band ``b`` means the same score range in every split).
 
     Returns:
         :class:`BandErrorCorrelation` with ``rho`` and the per-band table.
@@ -309,7 +311,13 @@ def band_error_correlation(
     """
     arr = _check_scores(scores)
     num_bands = _check_num_bands(num_bands)
-    if binning == "width":
+    if edges is not None:
+        edges = np.asarray(edges, dtype=np.float64)
+        if edges.shape != (num_bands - 1,) or np.any(np.diff(edges) < 0):
+            raise ValueError(
+                f"Expected argument `edges` to hold {num_bands - 1} ascending values, but got {edges.tolist()}."
+            )
+    elif binning == "width":
         edges = np.linspace(arr.min(), arr.max(), num_bands + 1)[1:-1]
     elif binning == "quantile":
         edges = band_edges(arr, num_bands=num_bands)

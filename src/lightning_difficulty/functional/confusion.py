@@ -15,6 +15,8 @@ from torch import Tensor
 def softmax_with_entropy(logits: Tensor) -> tuple[Tensor, Tensor]:
     """``(softmax(logits), entropy)`` from one ``log_softmax`` (float32 or wider; AMP logits upcast).
 
+    ``-inf`` logits (masked classes) contribute nothing; a row that is NaN or all ``-inf`` gives NaN.
+
     Example::
 
         >>> p, h = softmax_with_entropy(torch.zeros(1, 2))
@@ -27,7 +29,8 @@ def softmax_with_entropy(logits: Tensor) -> tuple[Tensor, Tensor]:
         logits = logits.float()
     log_p = torch.log_softmax(logits, dim=-1)
     p = log_p.exp()
-    return p, -(p * log_p).sum(dim=-1)
+    terms = torch.where(p > 0, p * log_p, torch.where(p.isnan(), p, torch.zeros_like(p)))  # 0 log 0 = 0
+    return p, -terms.sum(dim=-1)
 
 
 def softmax_entropy(logits: Tensor) -> Tensor:

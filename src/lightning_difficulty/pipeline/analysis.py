@@ -6,7 +6,7 @@ Each function takes the table of one split (a DataFrame) and returns new columns
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from lightning_difficulty.functional.bands import threshold_bands
+from lightning_difficulty.functional.bands import select_hard, threshold_bands
 from lightning_difficulty.functional.errors import (
     OovScorer,
     classify_errors,
@@ -25,14 +25,15 @@ from lightning_difficulty.functional.errors import (
 )
 from lightning_difficulty.functional.human import perspective_correlations
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds, assign_patterns, pattern_summary
-from lightning_difficulty.storage.manifest import GroupsManifest, HardSubsetManifest
-
-PERSPECTIVES = ("confusion", "prediction_depth", "kdn", "human_difficulty")
+from lightning_difficulty.storage.manifest import GroupsManifest, HardSubsetManifest, label_fingerprint
 
 
-def correlations(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Spearman and Kendall correlations of human difficulty with every other perspective present."""
-    others = [c for c in PERSPECTIVES[:-1] if c in rows]
+def correlations(rows: pd.DataFrame, perspectives: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Spearman and Kendall correlations of human difficulty with every other perspective present.
+
+    Rows where either score is missing (NaN) are left out of each pair.
+    """
+    others = [c for c in perspectives if c in rows and c != "human_difficulty"]
     table = {c: rows[c].to_numpy(dtype=float) for c in [*others, "human_difficulty"]}
     return perspective_correlations(table, reference="human_difficulty", others=others)
 
@@ -59,6 +60,18 @@ def difficulty_patterns(rows: pd.DataFrame, thresholds: TaxonomyThresholds) -> n
         thresholds=thresholds,
         model_perspective=model,  # type: ignore[arg-type]
     )
+
+
+def pattern_blocker(rows: pd.DataFrame) -> str:
+    """Why :func:`difficulty_patterns` gives no pattern for these rows (for the warning)."""
+    needed = {"human_difficulty": "HumanAlignment", "kdn": "DataDifficulty", "correct": "the fit-end pass"}
+    missing = [f"{c} ({owner})" for c, owner in needed.items() if c not in rows]
+    if model_perspective(rows) is None:
+        missing.append("prediction_depth (PredictionDepth) or a complete confusion (ConfusionScore)")
+    if missing:
+        return "needs " + ", ".join(missing)
+    partial = [c for c in needed if rows[c].isna().any()]
+    return f"some samples lack {partial}"
 
 
 def pattern_report(rows: pd.DataFrame) -> dict[str, Any]:
@@ -159,49 +172,80 @@ class GroupSpec:
     score: str = "confusion"
 
 
-def _finite_scores(rows: pd.DataFrame, score: str) -> np.ndarray | None:
-    scores = rows[score].to_numpy(float) if score in rows else None
-    return scores if scores is not None and np.isfinite(scores).all() else None
+def hard_column(rows: pd.DataFrame, spec: HardSubsetSpec) -> tuple[np.ndarray, HardSubsetManifest | None]:
+    """``(hard (N,) bool, manifest)`` of one split; rows are dataset indices ``0..N-1``.
 
-
-def hard_column(rows: pd.DataFrame, spec: HardSubsetSpec) -> HardSubsetManifest | None:
-    """Mark ``rows["hard"]`` and return the split's manifest (``None`` without finite scores)."""
-    scores = _finite_scores(rows, spec.score)
-    if scores is None:
-        return None
-    manifest = HardSubsetManifest.from_scores(
-        scores,
-        split=str(rows["split"].iloc[0]),
-        score=spec.score,
-        fraction=spec.fraction if spec.top_k is None else None,
-        top_k=spec.top_k,
-        labels=rows["label"].to_numpy(np.int64),
-    )
+    Only scored rows (finite ``spec.score``) can be hard; the fraction is of the scored rows. Without any
+    scored row: all False and no manifest.
+    """
     hard = np.zeros(len(rows), dtype=bool)
-    hard[np.asarray(manifest.indices)] = True
-    rows["hard"] = hard
-    return manifest
+    if spec.score not in rows:
+        return hard, None
+    scores = rows[spec.score].to_numpy(float)
+    scored = np.flatnonzero(np.isfinite(scores))
+    if scored.size == 0:
+        return hard, None
+    top_k = None if spec.top_k is None else min(spec.top_k, scored.size)
+    selection = select_hard(scores[scored], fraction=spec.fraction if top_k is None else None, top_k=top_k)
+    chosen = np.sort(scored[selection.indices])
+    hard[chosen] = True
+    labels = rows["label"].to_numpy(np.int64)
+    manifest = HardSubsetManifest(
+        split=str(rows["split"].iloc[0]),
+        indices=tuple(chosen.tolist()),
+        score=spec.score,
+        threshold=selection.threshold,
+        dataset_size=len(rows),
+        fraction=spec.fraction if top_k is None else None,
+        top_k=top_k,
+        label_fingerprint=label_fingerprint(labels) if (labels >= 0).all() else None,
+    )
+    return hard, manifest
 
 
 def group_manifest(rows: pd.DataFrame, spec: GroupSpec) -> GroupsManifest | None:
-    """Fit the band edges on one split (``None`` without finite scores)."""
-    scores = _finite_scores(rows, spec.score)
-    if scores is None:
+    """Fit the band edges on the scored rows of one split (``None`` without scored rows)."""
+    if spec.score not in rows:
         return None
+    scores = rows[spec.score].to_numpy(float)
+    scored = np.isfinite(scores)
+    if not scored.any():
+        return None
+    labels = rows["label"].to_numpy(np.int64)
     return GroupsManifest.from_scores(
-        scores,
+        scores[scored],
         split=str(rows["split"].iloc[0]),
         score=spec.score,
         num_bands=spec.num_bands if spec.thresholds is None else None,
         thresholds=spec.thresholds,
-        labels=rows["label"].to_numpy(np.int64),
+        labels=labels if scored.all() and (labels >= 0).all() else None,
     )
 
 
 def group_column(rows: pd.DataFrame, manifest: GroupsManifest) -> np.ndarray:
     """Band id of every row with the manifest's edges (-1 where the score is missing)."""
+    if manifest.score not in rows:
+        return np.full(len(rows), -1, dtype=np.int64)
     scores = rows[manifest.score].to_numpy(float)
     groups = np.full(len(rows), -1, dtype=np.int64)
     seen = np.isfinite(scores)
     groups[seen] = threshold_bands(scores[seen], thresholds=manifest.edges)
     return groups
+
+
+def confusion_band_edges(table: pd.DataFrame, num_bands: int, *, fitted_on: str = "train") -> tuple[np.ndarray, str]:
+    """Equal-width band edges of ``confusion`` fitted on one split (``fitted_on`` if scored, else the first
+    scored split), so band ``b`` is the same range of nats in every split. Returns ``(edges, split)``."""
+    scored = table[np.isfinite(table["confusion"].to_numpy(float))]
+    splits = list(dict.fromkeys(scored["split"]))
+    split = fitted_on if fitted_on in splits else splits[0]
+    values = scored.loc[scored["split"] == split, "confusion"].to_numpy(float)
+    return np.linspace(values.min(), values.max(), num_bands + 1)[1:-1], split
+
+
+def band_column(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Band id per sample for ``edges`` (-1 where the score is missing)."""
+    bands = np.full(len(scores), -1, dtype=np.int64)
+    seen = np.isfinite(scores)
+    bands[seen] = np.searchsorted(edges, scores[seen], side="right")
+    return bands

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import shutil
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
@@ -30,9 +29,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lightning_difficulty.callbacks._distributed import barrier, rank_and_world
-from lightning_difficulty.callbacks._tap import LogitsTap, no_logits_error, resolve_modules
-from lightning_difficulty.data import BatchKeys, unpack_batch
+from lightning_difficulty.data import BatchKeys, class_targets, unpack_batch
+from lightning_difficulty.logits import LogitsTap, as_class_logits, no_logits_error, resolve_modules
+from lightning_difficulty.pipeline.splits import split_loaders
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -97,81 +96,122 @@ class SplitArrays:
         return np.asarray(self.logits).argmax(axis=1)
 
 
+@dataclass(frozen=True)
+class CaptureRequest:
+    """What one callback needs from the fit-end capture pass (frozen: callbacks declare, the report merges).
+
+    ``None`` fields mean "no preference"; two callbacks that set the same field to different values are
+    refused by :func:`merge_requests`.
+
+    Example::
+
+        >>> CaptureRequest(layers=("body.0", "head"), inputs=True).inputs
+        True
+    """
+
+    layers: tuple[str, ...] | Literal["auto"] = ()
+    reduction: Reduction = "auto"
+    inputs: bool = False
+    input_size: int | None = None
+    reference_dataloader: DataLoader | None = None
+    batch_keys: BatchKeys | None = None
+    logits_from: str | None = None
+
+
 @dataclass
-class PassRequest:
-    """What the difficulty callbacks of a trainer need from the pass."""
+class CapturePlan:
+    """The merged requests of every callback: one pass serves them all."""
 
     layers: dict[str, Reduction] = field(default_factory=dict)
-    keep_inputs: bool = False
+    auto_reduction: Reduction | Literal["none"] = "none"
+    inputs: bool = False
     input_size: int | None = None
+    reference_dataloader: DataLoader | None = None
     batch_keys: BatchKeys = field(default_factory=BatchKeys)
     logits_from: str | None = None
-    reference_dataloader: DataLoader | None = None
 
 
-_PASSES: WeakKeyDictionary[Any, tuple[int, dict[str, SplitArrays]]] = WeakKeyDictionary()
+@dataclass
+class FitEndArrays:
+    """Everything the capture pass produced: ``split -> arrays`` and the layers ``"auto"`` resolved to."""
+
+    splits: dict[str, SplitArrays]
+    auto_layers: tuple[str, ...] = ()
+
+    def layers_for(self, request: CaptureRequest) -> tuple[str, ...]:
+        """The layer names behind ``request.layers`` (``"auto"`` resolved)."""
+        return self.auto_layers if request.layers == "auto" else tuple(request.layers)
 
 
-def cache_dir(trainer: pl.Trainer) -> Path:
-    """``<run dir>/cache``: where the pass arrays live until the report has used them."""
-    from lightning_difficulty.callbacks.base import run_dir
+def merge_requests(requests: Sequence[tuple[str, CaptureRequest]]) -> CapturePlan:
+    """Merge ``(owner, request)`` pairs into one plan, refusing contradictions with both owners named.
 
-    return run_dir(trainer) / "cache"
+    Example::
 
+        >>> plan = merge_requests([("A", CaptureRequest(inputs=True)), ("B", CaptureRequest(layers=("fc",)))])
+        >>> plan.inputs, list(plan.layers)
+        (True, ['fc'])
+    """
+    plan = CapturePlan()
+    setters: dict[str, tuple[str, Any]] = {}
 
-def fit_end_arrays(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, SplitArrays]:
-    """Run the fit-end pass once per fit (collective under DDP) and return ``split -> arrays``."""
-    cached = _PASSES.get(trainer)
-    if cached is not None and cached[0] == trainer.global_step:
-        return cached[1]
-    arrays = run_pass(trainer, pl_module, collect_request(trainer, pl_module), cache_dir(trainer))
-    _PASSES[trainer] = (trainer.global_step, arrays)
-    return arrays
+    def agree(name: str, owner: str, value: Any) -> None:
+        if value is None:
+            return
+        if name in setters and not _same(setters[name][1], value):
+            first, earlier = setters[name]
+            raise ValueError(
+                f"Conflicting fit-end capture requests: {first} asks for {name}={_show(earlier)} but {owner} asks for "
+                f"{name}={_show(value)}. One pass serves every callback: give both the same {name}."
+            )
+        setters.setdefault(name, (owner, value))
 
-
-def collect_request(trainer: pl.Trainer, pl_module: pl.LightningModule) -> PassRequest:
-    """Merge what every difficulty callback asks of the pass, refusing contradictions."""
-    from lightning_difficulty.callbacks.base import DifficultyCallback
-
-    request = PassRequest()
-    owners: dict[str, str] = {}
-    input_owner = ""
-    for cb in trainer.callbacks:  # type: ignore[attr-defined]
-        if not isinstance(cb, DifficultyCallback):
-            continue
-        cb.prepare_pass(trainer, pl_module)
-        for name, reduction in cb.pass_layers().items():
-            if name in request.layers and request.layers[name] != reduction:
-                raise ValueError(
-                    f"Layer {name!r} is requested with reduction={request.layers[name]!r} by {owners[name]} and "
-                    f"reduction={reduction!r} by {type(cb).__name__}. Use one reduction per layer."
-                )
-            request.layers[name], owners[name] = reduction, type(cb).__name__
-        if cb.needs_pass_inputs():
-            size = getattr(cb, "input_size", None)
-            if request.keep_inputs and size != request.input_size:
-                raise ValueError(
-                    f"{type(cb).__name__}(input_size={size!r}) contradicts {input_owner}(input_size="
-                    f"{request.input_size!r}): the input probe and kDN share one input array. Use one input_size."
-                )
-            request.keep_inputs, request.input_size, input_owner = True, size, type(cb).__name__
-        for attr, default in (("batch_keys", BatchKeys()), ("logits_from", None), ("reference_dataloader", None)):
-            value = getattr(cb, attr, None)
-            if value is not None and value != default:
-                setattr(request, attr, value)
-    return request
+    for owner, request in requests:
+        if request.layers == "auto":
+            agree("reduction of layers='auto'", owner, request.reduction)
+            plan.auto_reduction = request.reduction
+        else:
+            for layer in request.layers:
+                agree(f"reduction of layer {layer!r}", owner, request.reduction)
+                plan.layers[layer] = request.reduction
+        if request.inputs:
+            agree("input_size", owner, request.input_size if request.input_size is not None else "native")
+            plan.inputs, plan.input_size = True, request.input_size
+        agree("reference_dataloader", owner, request.reference_dataloader)
+        agree("batch_keys", owner, request.batch_keys)
+        agree("logits_from", owner, request.logits_from)
+    plan.reference_dataloader = setters.get("reference_dataloader", ("", None))[1]
+    plan.batch_keys = setters.get("batch_keys", ("", BatchKeys()))[1]
+    plan.logits_from = setters.get("logits_from", ("", None))[1]
+    return plan
 
 
-def run_pass(
-    trainer: pl.Trainer, pl_module: pl.LightningModule, request: PassRequest, cache_dir: Path
-) -> dict[str, SplitArrays]:
-    """Evaluate the model over the reference split (``"train"``) and every validation split."""
-    loaders = _split_loaders(trainer, request)
+def _same(a: Any, b: Any) -> bool:
+    return a is b if isinstance(a, DataLoader) or isinstance(b, DataLoader) else bool(a == b)
+
+
+def _show(value: Any) -> str:
+    return f"<{type(value).__name__} at {id(value):#x}>" if isinstance(value, DataLoader) else repr(value)
+
+
+def run_capture(trainer: pl.Trainer, pl_module: pl.LightningModule, plan: CapturePlan, cache_dir: Path) -> FitEndArrays:
+    """Evaluate the model once over the reference split (``"train"``) and every validation split.
+
+    Collective under DDP (every rank runs a shard; rank 0 merges). ``layers="auto"`` requests are resolved
+    here to the model's top-level blocks in forward order.
+    """
+    auto: tuple[str, ...] = ()
+    layers = dict(plan.layers)
+    if plan.auto_reduction != "none":
+        auto = tuple(forward_order(trainer, pl_module, top_level_blocks(pl_module), plan))
+        for name in auto:
+            layers.setdefault(name, plan.auto_reduction)
+    resolved = replace(plan, layers=layers)
     out: dict[str, SplitArrays] = {}
     with _eval_mode(pl_module):
-        for split, loader in loaders.items():
-            out[split] = _run_split(trainer, pl_module, request, loader, Path(cache_dir) / split, split)
-    return out
+        for split, loader in split_loaders(trainer, plan.reference_dataloader).items():
+            out[split] = _run_split(trainer, pl_module, resolved, loader, Path(cache_dir) / split, split)
+    return FitEndArrays(out, auto)
 
 
 def top_level_blocks(model: nn.Module) -> dict[str, nn.Module]:
@@ -193,7 +233,7 @@ def top_level_blocks(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def forward_order(
-    trainer: pl.Trainer, pl_module: pl.LightningModule, candidates: dict[str, nn.Module], request: PassRequest
+    trainer: pl.Trainer, pl_module: pl.LightningModule, candidates: dict[str, nn.Module], plan: CapturePlan
 ) -> list[str]:
     """The names of ``candidates`` that run in the model's ``forward``, in the order they run (one batch)."""
     order: list[str] = []
@@ -206,29 +246,20 @@ def forward_order(
         return hook
 
     handles = [module.register_forward_hook(make_hook(name)) for name, module in candidates.items()]
-    loader = next(iter(_split_loaders(trainer, request).values()))
+    loader = next(iter(split_loaders(trainer, plan.reference_dataloader).values()))
     try:
-        batch = unpack_batch(next(iter(loader)), request.batch_keys)
+        batch = unpack_batch(next(iter(loader)), plan.batch_keys)
         with _eval_mode(pl_module), trainer.precision_plugin.forward_context():
-            pl_module(trainer.strategy.batch_to_device(batch.input))
+            pl_module(_model_input(trainer, batch.input))
     finally:
         for handle in handles:
             handle.remove()
     return order
 
 
-def _split_loaders(trainer: pl.Trainer, request: PassRequest) -> dict[str, DataLoader]:
-    from lightning_difficulty.callbacks.base import split_name
-
-    loaders: dict[str, DataLoader] = {}
-    train = request.reference_dataloader or trainer.train_dataloader
-    if train is not None:
-        loaders["train"] = train
-    val = trainer.val_dataloaders
-    if val is not None:
-        for i, loader in enumerate(val if isinstance(val, (list, tuple)) else [val]):
-            loaders[split_name(i)] = loader
-    return loaders
+def _model_input(trainer: pl.Trainer, inputs: Any) -> Any:
+    """Move a batch's input to the device and cast it as the trainer's precision does for its steps."""
+    return trainer.precision_plugin.convert_input(trainer.strategy.batch_to_device(inputs))
 
 
 @contextmanager
@@ -243,6 +274,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 def _sharded_loader(loader: DataLoader, rank: int, world: int) -> DataLoader:
+    """The same data, un-shuffled, every ``world``-th sample from ``rank`` (workers set up as the user's)."""
     size = len(loader.dataset)  # type: ignore[arg-type]
     return DataLoader(
         loader.dataset,
@@ -251,6 +283,9 @@ def _sharded_loader(loader: DataLoader, rank: int, world: int) -> DataLoader:
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context if loader.num_workers else None,
+        generator=loader.generator,
     )
 
 
@@ -280,13 +315,24 @@ class _LayerHooks:
 class _ShardWriter:
     """Rows of one rank, allocated as memmaps when the first batch shows their widths."""
 
-    def __init__(self, directory: Path, rows: int, *, by_index: bool) -> None:
-        self.directory, self.rows, self.by_index = directory, rows, by_index
+    def __init__(self, directory: Path, rows: int, *, by_index: bool, size: int) -> None:
+        self.directory, self.rows, self.by_index, self.size = directory, rows, by_index, size
         self.arrays: dict[str, np.ndarray] = {}
         self.cursor = 0
 
     def write(self, index: np.ndarray, parts: dict[str, np.ndarray]) -> None:
+        if index.size and (index.min() < 0 or index.max() >= self.size):
+            raise IndexError(
+                f"Dataset index out of range in the fit-end pass: got indices in [{index.min()}, {index.max()}] but "
+                f"the dataset has {self.size} samples. The index must be the position in the dataset (IndexedDataset)."
+            )
         for name, values in parts.items():
+            if name in self.arrays and self.arrays[name].shape[1:] != values.shape[1:]:
+                raise ValueError(
+                    f"The fit-end pass got {name!r} of shape {values.shape[1:]} per sample after "
+                    f"{self.arrays[name].shape[1:]} in earlier batches: inputs of varying size cannot share one "
+                    "k-NN space. Pass input_size=<side> (images are pooled to it) and keep reduction='auto' for layers."
+                )
             if name not in self.arrays:
                 shape = (self.rows, *values.shape[1:])
                 path = self.directory / f"{name}.npy"
@@ -303,55 +349,56 @@ class _ShardWriter:
 def _run_split(
     trainer: pl.Trainer,
     pl_module: pl.LightningModule,
-    request: PassRequest,
+    plan: CapturePlan,
     loader: DataLoader,
     directory: Path,
     split: str,
 ) -> SplitArrays:
-    rank, world = rank_and_world()
+    rank, world = trainer.global_rank, trainer.world_size
     size = len(loader.dataset)  # type: ignore[arg-type]
     shard_dir = directory if world == 1 else directory / f"rank{rank}"
     if rank == 0 and directory.exists():
         shutil.rmtree(directory)
-    barrier()
+    trainer.strategy.barrier()
     shard_dir.mkdir(parents=True, exist_ok=True)
     shard = _sharded_loader(loader, rank, world)
-    writer = _ShardWriter(shard_dir, size if world == 1 else len(shard.sampler), by_index=world == 1)  # type: ignore[arg-type]
-    tap = LogitsTap(request.logits_from)
+    rows = size if world == 1 else len(shard.sampler)  # type: ignore[arg-type]
+    writer = _ShardWriter(shard_dir, rows, by_index=world == 1, size=size)
+    tap = LogitsTap(plan.logits_from)
     tap.attach(pl_module)
-    hooks = _LayerHooks(pl_module, request.layers)
+    hooks = _LayerHooks(pl_module, plan.layers)
     try:
         show = rank == 0 and trainer.progress_bar_callback is not None
         for raw in _progress(shard, f"difficulty pass [{split}]", show):
-            batch = unpack_batch(raw, request.batch_keys)
-            inputs = trainer.strategy.batch_to_device(batch.input)
+            batch = unpack_batch(raw, plan.batch_keys)
+            inputs = _model_input(trainer, batch.input)
             tap.open(int(batch.index.shape[0]))
             hooks.outputs.clear()
             with trainer.precision_plugin.forward_context():
                 pl_module(inputs)
             logits = tap.close()
             if logits is None:
-                raise no_logits_error(f"fit-end evaluation pass over {split!r}", request.logits_from, len(batch.index))
+                raise no_logits_error(f"fit-end evaluation pass over {split!r}", plan.logits_from, len(batch.index))
             parts = {
                 "index": batch.index.cpu().numpy().astype(np.int64),
-                "labels": batch.target.cpu().numpy().astype(np.int64),
-                "logits": logits.float().cpu().numpy(),
+                "labels": class_targets(batch.target, where=f"fit-end pass over {split!r}").cpu().numpy(),
+                "logits": as_class_logits(logits).float().cpu().numpy(),
             }
             for name, value in hooks.outputs.items():
                 parts[f"layer.{name}"] = value.cpu().numpy().astype(hooks.reducers[name].dtype)
-            if request.keep_inputs:
-                parts["inputs"] = _flatten_input(inputs, request.input_size).cpu().numpy()
+            if plan.inputs:
+                parts["inputs"] = _flatten_input(inputs, plan.input_size).cpu().numpy()
             writer.write(parts["index"], parts)
     finally:
         tap.remove()
         hooks.remove()
     writer.flush()
-    barrier()
+    trainer.strategy.barrier()
     if world > 1:
         if rank == 0:
             _merge_shards(directory, world, size)
-        barrier()
-    return _open_split(directory, list(request.layers), request.keep_inputs)
+        trainer.strategy.barrier()
+    return _open_split(directory, list(plan.layers), plan.inputs)
 
 
 def _flatten_input(inputs: Tensor, size: int | None) -> Tensor:

@@ -602,20 +602,22 @@ def combine_runs(
     """Combine several runs' (seeds') records into the ensemble confusion score (Eq. 1-3).
 
     Records are streamed epoch by epoch and in chunks of rows from memory-mapped files, so memory
-    stays ``O(chunk_rows * M * C + M * N)`` whatever the number of epochs. Runs must agree on
-    ``num_samples``, ``num_classes``, the label fingerprint (where recorded) and the list of
+    stays ``O(chunk_rows * M * C + M * N)`` whatever the number of epochs. Per split, runs must agree
+    on ``num_samples``, ``num_classes``, the label fingerprint (where recorded) and the list of
     epochs; probability and top-k records may be mixed. See the module docstring for the
     convention on samples not seen by every run.
 
     Writes (atomically) ``out_dir/scores.parquet`` with columns ``split``, ``index``, ``label``
     (when a run's ``scores.parquet`` has labels; nullable ``Int64`` if some samples have none),
     ``confusion`` (ensemble) and ``confusion_run<i>`` (run ``i``'s own epoch-averaged entropy), and
-    ``out_dir/summary.json`` (runs, epochs, M, ...). One score per sample; higher = harder.
+    ``out_dir/summary.json`` (version 2: runs, M and, per split, epochs, sizes, ...). One score per
+    sample; higher = harder.
 
     Args:
         run_dirs: the runs' directories (distinct).
         out_dir: output directory (created).
-        split: split to combine; default: the runs' only split.
+        split: split to combine; default: every split that all runs recorded, one after the other
+            in the table.
         chunk_rows: rows per chunk; default about 2M float64 values per chunk.
 
     Returns:
@@ -637,14 +639,39 @@ def combine_runs(
     resolved = [Path(d).resolve() for d in run_dirs]
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"Expected distinct runs in `run_dirs`, but got duplicates: {[str(d) for d in run_dirs]}.")
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise ValueError(f"Expected argument `chunk_rows` to be a positive integer, but got {chunk_rows!r}.")
     if split is None:
-        common = set.intersection(*(set(_available_splits(d)) for d in resolved))
-        if len(common) != 1:
+        per_run = {str(d): _available_splits(d) for d in resolved}
+        splits = sorted(set.intersection(*(set(found) for found in per_run.values())))
+        if not splits:
             raise ValueError(
-                f"Expected the runs to share exactly one split when `split` is None, but they share"
-                f" {sorted(common)}. Pass split=..."
+                f"Expected the runs to share at least one split of records (records/<split>/manifest.json), but"
+                f" they share none: {per_run}. Were they made with ConfusionScore(record='none')?"
             )
-        split = common.pop()
+    else:
+        splits = [split]
+    tables, entries = zip(*(_combine_split(resolved, name, chunk_rows) for name in splits), strict=True)
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "scores.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    summary = {
+        "format": SUMMARY_FORMAT,
+        "version": 2,
+        "runs": [str(d) for d in resolved],
+        "M": len(resolved),
+        "splits": dict(zip(splits, entries, strict=True)),
+        "convention": "s_t(x) only for epochs in which all M runs saw x; s(x) = mean over those epochs",
+    }
+    write_json(out / "summary.json", summary)
+    return table
+
+
+def _combine_split(resolved: Sequence[Path], split: str, chunk_rows: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One split's ensemble table and its summary entry."""
     runs = [read_records(d, split=split) for d in resolved]
     for field in ("num_samples", "num_classes", "epochs"):
         _check_same(runs, field)
@@ -652,12 +679,7 @@ def combine_runs(
     if not runs[0].manifest.epochs:
         raise ValueError(f"Expected the runs to have recorded at least one epoch of split {split!r}, but got none.")
     n, c, m = runs[0].manifest.num_samples, runs[0].manifest.num_classes, len(runs)
-    if chunk_rows is None:
-        chunk_rows = max(1, _CHUNK_ELEMENTS // (m * c))
-    elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"Expected argument `chunk_rows` to be a positive integer, but got {chunk_rows!r}.")
-
-    ensemble, per_run = _accumulate(runs, chunk_rows)
+    ensemble, per_run = _accumulate(runs, chunk_rows or max(1, _CHUNK_ELEMENTS // (m * c)))
     fingerprints = {r.manifest.label_fingerprint for r in runs} - {None}
     columns: dict[str, Any] = {
         "split": np.full(n, split, dtype=object),
@@ -680,18 +702,7 @@ def combine_runs(
     columns["confusion"] = ensemble
     for i in range(m):
         columns[f"confusion_run{i}"] = per_run[i]
-    table = pd.DataFrame(columns)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "scores.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
-    summary = {
-        "format": SUMMARY_FORMAT,
-        "version": 1,
-        "split": split,
-        "runs": [str(r.run_dir) for r in runs],
-        "M": m,
+    entry = {
         "epochs": list(runs[0].manifest.epochs),
         "num_samples": n,
         "num_classes": c,
@@ -699,7 +710,5 @@ def combine_runs(
         "topk": [r.manifest.topk for r in runs],
         "label_fingerprint": next(iter(fingerprints), None),
         "num_scored": int(np.isfinite(ensemble).sum()),
-        "convention": "s_t(x) only for epochs in which all M runs saw x; s(x) = mean over those epochs",
     }
-    write_json(out / "summary.json", summary)
-    return table
+    return pd.DataFrame(columns), entry

@@ -112,6 +112,18 @@ class EpochRecorder:
         with val_path.open("r+b") as fh:
             fh.truncate(rows * 4 * self.row_width)
 
+    @staticmethod
+    def discard_previous(root: Path, split: str) -> None:
+        """Remove the records of an earlier run from ``root/split`` (only files of this format; nothing else)."""
+        directory = Path(root) / split
+        if not directory.is_dir():
+            return
+        patterns = ("epoch_*.probs.npy", "epoch_*.topk_values.npy", "epoch_*.topk_indices.npy", ".log.rank*")
+        for pattern in patterns:
+            for path in directory.glob(pattern):
+                path.unlink(missing_ok=True)
+        (directory / "manifest.json").unlink(missing_ok=True)
+
     def discard_log(self) -> None:
         self._buffer.clear()
         self._buffered_rows = 0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lightning_difficulty.storage.atomic import atomic_path
 
@@ -37,10 +41,27 @@ def build_table(columns: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFrame
     return table[ordered + [c for c in table.columns if c not in ordered]]
 
 
-def write_table(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``scores.parquet`` atomically."""
+COLUMNS_METADATA_KEY = b"lightning_difficulty.columns"
+
+
+def write_table(table: pd.DataFrame, path: str | Path, *, columns: Mapping[str, Any] | None = None) -> Path:
+    """Write ``scores.parquet`` atomically; ``columns`` (the column dictionary) goes into the schema metadata.
+
+    Example::
+
+        >>> import tempfile
+        >>> path = write_table(pd.DataFrame({"index": [0]}), Path(tempfile.mkdtemp()) / "t.parquet",
+        ...                    columns={"index": {"description": "dataset index"}})
+        >>> json.loads(pq.read_schema(path).metadata[COLUMNS_METADATA_KEY])["index"]["description"]
+        'dataset index'
+    """
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    if columns is not None:
+        metadata = dict(arrow.schema.metadata or {})
+        metadata[COLUMNS_METADATA_KEY] = json.dumps(columns, allow_nan=False).encode()
+        arrow = arrow.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
+        pq.write_table(arrow, tmp)
     return Path(path)
 
 

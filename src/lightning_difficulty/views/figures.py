@@ -22,10 +22,13 @@ import numpy.typing as npt
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.collections import PatchCollection
-from matplotlib.colors import to_rgba_array
+from matplotlib.colors import LogNorm, Normalize, to_rgba_array
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, PathPatch, Rectangle
 from matplotlib.path import Path as MplPath
+from matplotlib.ticker import MaxNLocator
+
+from lightning_difficulty.views.style import LABEL, NOTE, TICK, readable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,7 +137,7 @@ def _annotate_counts(ax: Axes, positions: np.ndarray, heights: np.ndarray, count
             textcoords="offset points",
             ha="center",
             va="bottom",
-            fontsize=7,
+            fontsize=NOTE,
         )
 
 
@@ -143,16 +146,38 @@ def _format_rho(rho: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------- confusion bands
+MIN_ERRORS_FOR_RHO = 3
+"""Below this many errors, a band/error correlation is shown with a caveat: a few errors decide it."""
+
+
+def _band_labels(table: BandTable, columns: dict[str, np.ndarray]) -> tuple[list[str], str]:
+    """Tick labels (edges ``low-high`` when the table has them, else band and mean score) and the axis label."""
+    count = columns["count"]
+    if "low" in table and "high" in table:
+        low = _vector("band_table['low']", table["low"], length=count.shape[0]).astype(float)
+        high = _vector("band_table['high']", table["high"], length=count.shape[0]).astype(float)
+        return [f"{a:.2f}\n-{b:.2f}" for a, b in zip(low, high, strict=True)], "confusion band (nats)"
+    labels = [
+        f"{band}\n{score:.2f}" if n > 0 and math.isfinite(score) else f"{band}\nempty"
+        for band, score, n in zip(columns["band"], columns["mean_score"], count, strict=True)
+    ]
+    return labels, "confusion band (mean, nats)"
+
+
+@readable
 def error_rate_by_band_figure(band_table: BandTable, *, rho: float | None, split: str) -> Figure:
     """Top-1 error per confusion band, in the manner of Albiero et al. (Fig. 2, right).
 
-    One bar per band (in the table's order) with the band's mean confusion score under its name
-    and its sample count above the bar; the title carries the Pearson correlation between the
-    score and the error, computed by the caller.
+    One bar per band (in the table's order) with the band's edges (columns ``low`` and ``high``,
+    when the table has them) or its name and mean confusion score under it, and its sample count
+    above the bar; an empty band says "empty" and has no bar. The title carries the Pearson
+    correlation between the score and the error, computed by the caller; when fewer than
+    :data:`MIN_ERRORS_FOR_RHO` samples are wrong, a note says that rho rests on that few errors.
 
     Args:
         band_table: DataFrame or dict with columns ``band``, ``mean_score``, ``count`` and
-            ``error_rate`` (a fraction in [0, 1]; NaN for an empty band).
+            ``error_rate`` (a fraction in [0, 1]; NaN for an empty band), optionally ``low`` and
+            ``high`` (band edges, nats).
         rho: Pearson's rho between band score and error (``None`` or NaN shows "n/a").
         split: name of the split, e.g. ``"train"`` or ``"val"``.
 
@@ -166,19 +191,24 @@ def error_rate_by_band_figure(band_table: BandTable, *, rho: float | None, split
     columns = _band_columns(band_table, "band_table")
     positions = np.arange(columns["band"].shape[0])
     error = 100.0 * np.nan_to_num(columns["error_rate"], nan=0.0)
-    fig = _new_figure(max(6.0, 0.75 * positions.size + 2.0), 4.5)
+    fig = _new_figure(max(6.0, 0.8 * positions.size + 2.0), 4.5)
     ax = fig.add_subplot()
     ax.bar(positions, error, color=_BAR_COLOUR)
     _annotate_counts(ax, positions, error, columns["count"])
-    labels = [f"{band}\n{score:.2f}" for band, score in zip(columns["band"], columns["mean_score"], strict=True)]
-    ax.set_xticks(positions, labels=labels, fontsize=7)
-    ax.set_ylim(0.0, 108.0)
-    ax.set_xlabel("confusion band (and its mean score, nats)")
+    labels, axis_label = _band_labels(band_table, columns)
+    ax.set_xticks(positions, labels=labels, fontsize=NOTE)
+    ax.set_ylim(0.0, 112.0)
+    ax.set_xlabel(axis_label)
     ax.set_ylabel("top-1 error (%)")
-    ax.set_title(f"Top-1 error by confusion band ({split}), Pearson $\\rho$ = {_format_rho(rho)}")
+    ax.set_title(f"Error by confusion band ({split}), $\\rho$ = {_format_rho(rho)}")
+    errors = round(float(np.nansum(columns["count"] * columns["error_rate"])))
+    if rho is not None and math.isfinite(rho) and errors < MIN_ERRORS_FOR_RHO:
+        note = f"rho rests on {errors} error{'s' if errors != 1 else ''} only"
+        ax.text(0.02, 0.97, note, transform=ax.transAxes, ha="left", va="top", fontsize=LABEL, color="#b2182b")
     return fig
 
 
+@readable
 def accuracy_by_band_comparison_figure(tables: Mapping[str, BandTable]) -> Figure:
     """Top-1 error of several models per confusion band and on the hardest band (Albiero et al., Fig. 4).
 
@@ -222,15 +252,15 @@ def accuracy_by_band_comparison_figure(tables: Mapping[str, BandTable]) -> Figur
     lines.set_xlabel("mean confusion score of the band (nats)")
     lines.set_ylabel("top-1 error (%)")
     lines.set_title("Top-1 error by confusion band")
-    lines.legend(fontsize=8)
+    lines.legend(fontsize=TICK)
     positions = np.arange(len(tables))
     bars.bar(positions - 0.2, np.nan_to_num(overall), width=0.4, label="all bands", color="#8da0cb")
     bars.bar(positions + 0.2, np.nan_to_num(hardest), width=0.4, label="hardest band", color="#e78ac3")
-    bars.set_xticks(positions, labels=list(tables), rotation=30, ha="right", fontsize=8)
+    bars.set_xticks(positions, labels=list(tables), rotation=30, ha="right", fontsize=TICK)
     bars.set_xlabel("model")
     bars.set_ylabel("top-1 error (%)")
     bars.set_title("Overall vs hardest band")
-    bars.legend(fontsize=8)
+    bars.legend(fontsize=TICK)
     return fig
 
 
@@ -247,12 +277,14 @@ def _depths(name: str, values: npt.ArrayLike, num_probes: int) -> tuple[np.ndarr
 def _depth_ticks(ax: Axes, num_probes: int) -> None:
     positions = np.arange(num_probes + 1)
     labels = [str(depth) for depth in positions[:-1]] + [f"{num_probes}\nnever"]
-    ax.set_xticks(positions, labels=labels, fontsize=8)
-    ax.set_xlabel("prediction depth (0 = settled at the input probe; last = never settles)")
+    ax.set_xticks(positions, labels=labels, fontsize=TICK)
+    ax.set_xlabel("prediction depth (0 = input probe)")
 
 
+@readable
 def prediction_depth_histogram_figure(pd_values: npt.ArrayLike, *, num_probes: int, split: str) -> Figure:
-    """Histogram of prediction depth (Baldock et al.); NaN entries (samples not probed) are left out.
+    """Histogram of prediction depth (Baldock et al.): one bar per whole depth with its count; NaN entries
+    (samples not probed) are left out.
 
     Args:
         pd_values: (N,) prediction depths, whole numbers in ``[0, num_probes]``.
@@ -269,13 +301,18 @@ def prediction_depth_histogram_figure(pd_values: npt.ArrayLike, *, num_probes: i
     counts = np.bincount(depth, minlength=num_probes + 1)
     fig = _new_figure(max(6.0, 0.5 * num_probes + 3.0), 4.0)
     ax = fig.add_subplot()
-    ax.bar(np.arange(num_probes + 1), counts, color=_BAR_COLOUR)
+    positions = np.arange(num_probes + 1)
+    ax.bar(positions, counts, width=0.8, color=_BAR_COLOUR)  # one bar per whole depth
+    _annotate_counts(ax, positions, counts, counts)
     _depth_ticks(ax, num_probes)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0.0, 1.12 * max(int(counts.max()), 1))
     ax.set_ylabel("samples")
     ax.set_title(f"Prediction depth ({split}, n={depth.size})")
     return fig
 
 
+@readable
 def accuracy_by_depth_figure(pd_values: npt.ArrayLike, correct: npt.ArrayLike, *, num_probes: int) -> Figure:
     """Accuracy of the network per prediction depth, with the sample count of each depth.
 
@@ -308,6 +345,7 @@ def accuracy_by_depth_figure(pd_values: npt.ArrayLike, correct: npt.ArrayLike, *
     return fig
 
 
+@readable
 def probe_accuracy_figure(layer_names: Sequence[str], accuracies: Mapping[str, npt.ArrayLike]) -> Figure:
     """Per-probe k-NN accuracy curves, e.g. against the labels and agreement with the final prediction.
 
@@ -334,12 +372,12 @@ def probe_accuracy_figure(layer_names: Sequence[str], accuracies: Mapping[str, n
     ax = fig.add_subplot()
     for series, values in accuracies.items():
         ax.plot(positions, _vector(f"accuracies['{series}']", values, length=len(names)), "o-", label=series)
-    ax.set_xticks(positions, labels=names, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(positions, labels=names, rotation=30, ha="right", fontsize=TICK)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("probe (layer), input first")
     ax.set_ylabel("fraction of samples")
     ax.set_title("k-NN probe accuracy per layer")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=TICK)
     ax.grid(alpha=0.3)
     return fig
 
@@ -608,9 +646,10 @@ def _label_nodes(
         for node, (top, bottom) in spans[column].items():
             if top - bottom >= min_height:
                 text = f"{names[node]} ({counts.node_counts[column, node]})"
-                ax.text(x, 0.5 * (top + bottom), text, ha=align, va="center", fontsize=7)
+                ax.text(x, 0.5 * (top + bottom), text, ha=align, va="center", fontsize=NOTE)
 
 
+@readable
 def difficulty_flow_figure(
     probe_predictions: npt.ArrayLike,
     final_prediction: npt.ArrayLike,
@@ -673,7 +712,7 @@ def difficulty_flow_figure(
     lowest = min(bottom for column in spans for _, bottom in column.values())
     ax.set_xlim(-1.3, num_probes - 1 + 1.3)
     ax.set_ylim(lowest - 0.02, 0.02)
-    ax.set_xticks(np.arange(num_probes), labels=names_of_layers, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(num_probes), labels=names_of_layers, rotation=30, ha="right", fontsize=TICK)
     ax.set_yticks([])
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
@@ -689,11 +728,11 @@ def difficulty_flow_figure(
         title="fill and links: true label\nframe: predicted class",
         loc="upper left",
         bbox_to_anchor=(1.0, 1.0),
-        fontsize=7,
-        title_fontsize=7,
+        fontsize=NOTE,
+        title_fontsize=TICK,
     )
     num_samples = int(counts.node_counts[0].sum())
-    ax.set_title(f"Difficulty flow: k-NN probe predictions until each sample's prediction depth (n={num_samples})")
+    ax.set_title(f"Difficulty flow: probe votes until each sample settles (n={num_samples})")
     return fig
 
 
@@ -713,12 +752,28 @@ def _bin_edges(values: np.ndarray, max_bins: int = 20) -> np.ndarray:
     return np.linspace(distinct[0], distinct[-1], max_bins + 1)
 
 
+def _share_norm(shares: Sequence[np.ndarray]) -> Normalize:
+    """One colour scale for a row of share maps: logarithmic from the smallest non-zero share to the largest.
+
+    A linear scale leaves every cell but the fullest one dark when one cell holds most samples; on a
+    log scale a cell holding one sample in a thousand is still visible. Falls back to linear when
+    all non-zero shares are equal.
+    """
+    filled = np.concatenate([share[share > 0] for share in shares])
+    if filled.size == 0:
+        return Normalize(vmin=0.0, vmax=1.0)
+    low, high = float(filled.min()), float(filled.max())
+    return LogNorm(vmin=low, vmax=high) if high > low else Normalize(vmin=0.0, vmax=high)
+
+
+@readable
 def perspective_heatmaps_figure(perspectives: Mapping[str, npt.ArrayLike], correct: npt.ArrayLike) -> Figure:
     """2-D histograms of every pair of difficulty perspectives, split by model correctness.
 
     One row per pair (e.g. human vs data, human vs model, data vs model), with correctly and
     wrongly classified samples side by side. Cells show the share of the group's samples, on one
-    colour scale per row. Samples with NaN in either perspective of a pair are left out of it.
+    logarithmic colour scale per row (empty cells blank), so sparse cells stay visible next to a full
+    one. Samples with NaN in either perspective of a pair are left out of it.
 
     Args:
         perspectives: name -> (N,) difficulty per sample (higher = harder), at least two.
@@ -742,7 +797,7 @@ def perspective_heatmaps_figure(perspectives: Mapping[str, npt.ArrayLike], corre
         for name, array in perspectives.items()
     }
     pairs = list(itertools.combinations(values, 2))
-    fig = _new_figure(9.5, 3.6 * len(pairs) + 0.5)
+    fig = _new_figure(12.5, 3.8 * len(pairs) + 0.5)
     axes = fig.subplots(len(pairs), 2, squeeze=False)
     for row, (first, second) in enumerate(pairs):
         x, y = values[first], values[second]
@@ -752,19 +807,22 @@ def perspective_heatmaps_figure(perspectives: Mapping[str, npt.ArrayLike], corre
         shares = [
             np.histogram2d(x[mask], y[mask], bins=[x_edges, y_edges])[0] / max(int(mask.sum()), 1) for _, mask in groups
         ]
-        top = max(float(share.max()) for share in shares) or 1.0
+        norm = _share_norm(shares)
         for column, ((group, mask), share) in enumerate(zip(groups, shares, strict=True)):
             ax = axes[row, column]
-            mesh = ax.pcolormesh(x_edges, y_edges, share.T, cmap="viridis", vmin=0.0, vmax=top)
+            shown = np.ma.masked_less_equal(share.T, 0.0)  # empty cells stay blank (white)
+            mesh = ax.pcolormesh(x_edges, y_edges, shown, cmap="viridis", norm=norm)
             ax.set_xlabel(first)
             ax.set_ylabel(second)
-            ax.set_title(f"{second} vs {first}: {group} (n={int(mask.sum())})", fontsize=9)
-        fig.colorbar(mesh, ax=axes[row, :], label="share of group")
-    fig.suptitle("Difficulty perspectives, correct vs wrong predictions")
+            ax.set_title(f"{second} vs {first}: {group} (n={int(mask.sum())})", fontsize=TICK)
+        scale = "log scale" if isinstance(norm, LogNorm) else "linear"
+        fig.colorbar(mesh, ax=axes[row, :], label=f"share of group ({scale})")
+    fig.suptitle("Perspectives: correct vs wrong")
     return fig
 
 
 # ----------------------------------------------------------------------------- model performance
+@readable
 def confusion_matrix_figure(
     labels: npt.ArrayLike,
     predictions: npt.ArrayLike,
@@ -805,10 +863,10 @@ def confusion_matrix_figure(
         for (row, column), value in np.ndenumerate(shown):
             text = f"{value:.2f}" if normalize else str(int(value))
             colour = "white" if value > threshold else "black"
-            ax.text(column, row, text, ha="center", va="center", fontsize=7, color=colour)
+            ax.text(column, row, text, ha="center", va="center", fontsize=NOTE, color=colour)
     ticks = np.arange(classes)
-    ax.set_xticks(ticks, labels=names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, labels=names, fontsize=8)
+    ax.set_xticks(ticks, labels=names, rotation=45, ha="right", fontsize=TICK)
+    ax.set_yticks(ticks, labels=names, fontsize=TICK)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"Confusion matrix (n={truth.size}{', rows normalised' if normalize else ''})")
@@ -821,6 +879,7 @@ def _categorical(name: str, values: npt.ArrayLike, *, length: int | None = None)
     return array.astype(str) if array.dtype == object else array
 
 
+@readable
 def category_shares_figure(categories: npt.ArrayLike, groups: npt.ArrayLike, *, group_name: str) -> Figure:
     """Stacked bars: the share of each error category within each group.
 
@@ -855,12 +914,12 @@ def category_shares_figure(categories: npt.ArrayLike, groups: npt.ArrayLike, *, 
         ax.bar(positions, shares[:, index], bottom=bottom, color=colour, label=str(value))
         bottom += shares[:, index]
     _annotate_counts(ax, positions, bottom, totals)
-    ax.set_xticks(positions, labels=[str(value) for value in group_values], fontsize=8)
+    ax.set_xticks(positions, labels=[str(value) for value in group_values], fontsize=TICK)
     ax.set_ylim(0.0, 1.1)
     ax.set_xlabel(group_name)
     ax.set_ylabel("share of samples")
     ax.set_title(f"Error categories by {group_name}")
-    ax.legend(title="category", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    ax.legend(title="category", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=NOTE)
     return fig
 
 

@@ -7,6 +7,7 @@ objects drawn without pyplot, so no global backend is set or needed.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from lightning_difficulty.views.style import LABEL, NOTE, TICK, readable
 
 ImageLike = npt.ArrayLike | torch.Tensor
 """A numpy array, a torch tensor or anything ``np.asarray`` accepts."""
@@ -114,7 +117,7 @@ def _show(ax: Axes, image_hwc: np.ndarray, caption: str, *, edge: str | None = N
     ax.imshow(image_hwc, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(caption, fontsize=7)
+    ax.set_title(caption, fontsize=NOTE)
     if edge is not None:
         for spine in ax.spines.values():
             spine.set_edgecolor(edge)
@@ -164,6 +167,7 @@ def _check_scores_and_labels(
     return score_array, label_array
 
 
+@readable
 def hardest_easiest_grid_figure(
     images: ImageLike,
     scores: npt.ArrayLike,
@@ -171,6 +175,7 @@ def hardest_easiest_grid_figure(
     *,
     class_names: Sequence[str],
     per_class: int = 4,
+    indices: npt.ArrayLike | None = None,
 ) -> Figure:
     """Per class (one row each), the easiest and the hardest samples with their scores as captions.
 
@@ -186,6 +191,8 @@ def hardest_easiest_grid_figure(
         labels: (N,) integer class of each sample, in ``[0, len(class_names))``.
         class_names: one name per class; one row per class.
         per_class: how many easiest and how many hardest samples to show per class.
+        indices: (N,) dataset index of each image; when given, each caption reads ``#index`` above
+            the score, so an image can be traced to its row of ``scores.parquet``.
 
     Returns:
         A figure with ``len(class_names) * 2 * per_class`` image axes.
@@ -203,6 +210,7 @@ def hardest_easiest_grid_figure(
         raise ValueError("Expected argument `class_names` to name at least one class, but got none.")
     display = to_display_images(images)
     score_array, label_array = _check_scores_and_labels(scores, labels, len(display), len(class_names))
+    index_array = _check_indices(indices, len(display))
     num_columns = 2 * per_class
     fig = Figure(figsize=(1.15 * num_columns + 1.0, 1.3 * len(class_names) + 0.8), layout="constrained")
     axes = fig.subplots(len(class_names), num_columns, squeeze=False)
@@ -214,32 +222,58 @@ def hardest_easiest_grid_figure(
         slots = list(range(num_easy)) + list(range(num_columns - (chosen.size - num_easy), num_columns))
         for slot, index in zip(slots, chosen, strict=True):
             edge = _EASY_COLOUR if slot < per_class else _HARD_COLOUR
-            _show(axes[row, slot], display[index].transpose(1, 2, 0), f"{score_array[index]:.3g}", edge=edge)
+            caption = f"{score_array[index]:.3g}"
+            if index_array is not None:
+                caption = f"#{index_array[index]}\n{caption}"
+            _show(axes[row, slot], display[index].transpose(1, 2, 0), caption, edge=edge)
         for slot in set(range(num_columns)) - set(slots):
             _blank(axes[row, slot], keep_labels=slot == 0)
-        axes[row, 0].set_ylabel(class_name, fontsize=9)
-    fig.suptitle(
-        f"Easiest (left, green) and hardest (right, red) {per_class} samples per class;"
-        " caption = score, higher = harder"
-    )
+        axes[row, 0].set_ylabel(class_name, fontsize=LABEL)
+    what = "#index, score" if index_array is not None else "score"
+    fig.suptitle(f"Easiest (green) and hardest (red) per class; caption: {what}")
     return fig
 
 
+def _check_indices(indices: npt.ArrayLike | None, length: int, name: str = "indices") -> np.ndarray | None:
+    if indices is None:
+        return None
+    array = np.asarray(indices)
+    if array.shape != (length,) or (length and not np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(
+            f"Expected argument `{name}` to hold {length} integer dataset indices, one per image, but got shape"
+            f" {array.shape} and dtype {array.dtype}."
+        )
+    return array
+
+
+_QUERY_WRAP = 22
+_NEIGHBOUR_WRAP = 13
+"""Characters per caption line: captions wrap instead of spilling past their column (or the figure)."""
+
+
+@readable
 def neighbour_strip_figure(
     query_image: ImageLike,
     query_caption: str,
     rows: Sequence[tuple[str, Sequence[tuple[ImageLike, str]]]],
+    *,
+    query_index: int | None = None,
+    neighbour_indices: Sequence[Sequence[int]] | None = None,
 ) -> Figure:
     """The instance view: a sample and its nearest training neighbours in several spaces.
 
-    The query sits in the left column; each row shows the neighbours found in one space (the
+    The query sits in the wider left column; each row shows the neighbours found in one space (the
     input, then each probe layer) with the captions given, e.g. the neighbour's label and its
-    distance. Neighbours and distances are computed by the caller.
+    distance. Neighbours and distances are computed by the caller. Captions wrap onto several lines
+    rather than being cut at the edge of their column.
 
     Args:
         query_image: one image, (C, H, W), (H, W, C) or (H, W).
         query_caption: caption of the query, e.g. its label, prediction and scores.
         rows: ``(row_title, [(image, caption), ...])`` per space, in display order.
+        query_index: the query's dataset index; when given, its caption starts with ``#index``.
+        neighbour_indices: per row, the neighbours' dataset indices (in the training split); when
+            given, each neighbour's caption starts with ``#index``.
 
     Returns:
         A figure with one axes for the query plus one per neighbour (or per empty row).
@@ -247,28 +281,36 @@ def neighbour_strip_figure(
     Example::
 
         >>> img = np.zeros((3, 4, 4))
-        >>> fig = neighbour_strip_figure(img, "query", [("input", [(img, "d=0.0")])])
-        >>> len(fig.axes)
-        2
+        >>> fig = neighbour_strip_figure(img, "query", [("input", [(img, "d=0.0")])], query_index=7)
+        >>> len(fig.axes), fig.axes[0].get_title()
+        (2, '#7 query')
     """
     query = _single_image(query_image, "query_image")
+    if neighbour_indices is not None and [len(ids) for ids in neighbour_indices] != [len(n) for _, n in rows]:
+        raise ValueError(
+            "Expected argument `neighbour_indices` to hold one dataset index per neighbour of each row, "
+            f"{[len(n) for _, n in rows]}, but got {[len(ids) for ids in neighbour_indices]}."
+        )
     num_neighbours = max((len(neighbours) for _, neighbours in rows), default=0)
     num_rows, num_columns = max(len(rows), 1), 1 + max(num_neighbours, 1)
-    fig = Figure(figsize=(1.5 * num_columns + 0.6, 1.45 * num_rows + 0.7), layout="constrained")
-    grid = fig.add_gridspec(num_rows, num_columns)
-    _show(fig.add_subplot(grid[:, 0]), query, query_caption)
+    fig = Figure(figsize=(1.55 * num_columns + 1.9, 1.75 * num_rows + 0.8), layout="constrained")
+    grid = fig.add_gridspec(num_rows, num_columns, width_ratios=[2.2] + [1.0] * (num_columns - 1))
+    caption = query_caption if query_index is None else f"#{query_index} {query_caption}"
+    _show(fig.add_subplot(grid[:, 0]), query, textwrap.fill(caption, _QUERY_WRAP))
     for row, (row_title, neighbours) in enumerate(rows):
         if len(neighbours) == 0:
             ax = fig.add_subplot(grid[row, 1])
             ax.axis("off")
-            ax.text(0.0, 0.5, f"{row_title}: no neighbours", fontsize=8, va="center")
+            ax.text(0.0, 0.5, f"{row_title}: no neighbours", fontsize=TICK, va="center")
             continue
-        for column, (image, caption) in enumerate(neighbours):
+        for column, (image, text) in enumerate(neighbours):
             ax = fig.add_subplot(grid[row, column + 1])
-            _show(ax, _single_image(image, f"rows[{row}] image {column}"), caption)
+            if neighbour_indices is not None:
+                text = f"#{neighbour_indices[row][column]} {text}"
+            _show(ax, _single_image(image, f"rows[{row}] image {column}"), textwrap.fill(text, _NEIGHBOUR_WRAP))
             if column == 0:
-                ax.set_ylabel(row_title, fontsize=8)
-    fig.suptitle("Instance view: the sample (left) and its nearest training neighbours per space")
+                ax.set_ylabel(row_title, fontsize=TICK)
+    fig.suptitle("Sample (left) and its nearest training neighbours per layer")
     return fig
 
 

@@ -52,6 +52,30 @@ def _clean(text: str) -> str:
     return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
+DEFAULT_LABEL_COLUMNS = ("label_name", "label")
+"""Metadata columns put first, in this order of preference, so the Projector labels points by class name.
+
+TensorBoard's Projector labels points by the first column whose values are not all numbers; a
+boolean column such as ``correct`` would otherwise win.
+"""
+
+
+def _cell(value: object) -> str:
+    if value is None or value is _pandas_na():
+        return "nan"  # as a float NaN: the Projector then treats the column as categories, never as 0
+    if isinstance(value, float | np.floating):
+        return format(float(value), ".6g")
+    return _clean(str(value))
+
+
+def _pandas_na() -> object:
+    """pandas' missing-value marker when pandas is loaded (its nullable columns hold it), else a fresh object."""
+    import sys
+
+    pandas = sys.modules.get("pandas")
+    return pandas.NA if pandas is not None else object()
+
+
 def _cells(name: str, values: npt.ArrayLike, length: int) -> list[str]:
     array = np.asarray(values)
     if array.shape != (length,):
@@ -59,14 +83,24 @@ def _cells(name: str, values: npt.ArrayLike, length: int) -> list[str]:
             f"Expected metadata column `{name}` to have shape ({length},) like `embeddings`, but got shape"
             f" {array.shape}."
         )
-    if np.issubdtype(array.dtype, np.floating):
-        return [format(value, ".6g") for value in array.tolist()]
-    return [_clean(str(value)) for value in array.tolist()]
+    return [_cell(value) for value in array.tolist()]
+
+
+def _ordered(metadata: Mapping[str, npt.ArrayLike], label_column: str | None) -> dict[str, npt.ArrayLike]:
+    """The metadata with the label column first (``label_column``, else the first of DEFAULT_LABEL_COLUMNS)."""
+    if label_column is not None and label_column not in metadata:
+        raise ValueError(
+            f"Expected argument `label_column`={label_column!r} to name a metadata column, but the columns are"
+            f" {list(metadata)}."
+        )
+    first = label_column or next((c for c in DEFAULT_LABEL_COLUMNS if c in metadata), None)
+    columns = dict(metadata)
+    return columns if first is None else {first: columns.pop(first), **columns}
 
 
 def _metadata_lines(metadata: Mapping[str, npt.ArrayLike], length: int) -> list[str]:
     """Rows of metadata.tsv; a header row only with two or more columns, as the projector expects."""
-    columns = [_cells(name, values, length) for name, values in metadata.items()]
+    columns = [_cells(str(name), values, length) for name, values in metadata.items()]
     if not columns:
         return []
     rows = ["\t".join(cells) for cells in zip(*columns, strict=True)]
@@ -139,6 +173,7 @@ def write_projector(
     *,
     images: ImageLike | None = None,
     global_step: int = 0,
+    label_column: str | None = None,
 ) -> Path:
     """Write one embedding for TensorBoard's Projector, with metadata columns and an optional sprite.
 
@@ -155,10 +190,15 @@ def write_projector(
             ``log_dir``).
         tag: the embedding's name, e.g. ``"penultimate"``.
         embeddings: (N, d) vectors, numpy or torch.
-        metadata: column name -> (N,) values (scores, labels, class names); may be empty.
+        metadata: column name -> (N,) values of any kind (numbers, booleans, strings, pandas columns
+            with missing values); may be empty. Every column becomes a
+            "label by" / "colour by" choice in the Projector. Missing values (NaN, None, ``pd.NA``)
+            are written as ``nan``.
         images: (N, C, H, W), (N, H, W, C) or (N, H, W) images for the sprite, ideally float in
             [0, 1] (other ranges are converted as in :func:`~.images.to_display_images`).
         global_step: step folder of this embedding.
+        label_column: the column that labels the points, written first; default: ``label_name`` if
+            present, else ``label`` (:data:`DEFAULT_LABEL_COLUMNS`).
 
     Returns:
         The folder holding this embedding's files.
@@ -173,7 +213,7 @@ def write_projector(
     relative = PurePosixPath(_folder_name(tag, global_step))
     root = Path(log_dir)
     folder = root / relative
-    lines = _metadata_lines(metadata, length)
+    lines = _metadata_lines(_ordered(metadata, label_column), length)
     image_array = None if images is None else _image_array(images, length)
     folder.mkdir(parents=True, exist_ok=True)
     embedding = EmbeddingInfo(tensor_name=f"{tag}:{global_step:05d}", tensor_path=str(relative / "tensors.tsv"))

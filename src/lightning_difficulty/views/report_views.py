@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lightning_difficulty.pipeline.analysis import PERSPECTIVES
+from lightning_difficulty.pipeline.contribution import NeighbourLookup
 from lightning_difficulty.views import figures
 from lightning_difficulty.views.images import hardest_easiest_grid_figure, neighbour_strip_figure, to_display_images
 from lightning_difficulty.views.projector import write_projector
@@ -21,12 +22,53 @@ ImageFetcher = Callable[[str, Sequence[int]], torch.Tensor]
 
 @dataclass
 class ViewOptions:
+    """How the views look: class names, grid sizes, the projector's split and sample cap."""
+
     class_names: list[str]
     grid_per_class: int = 4
     projector_split: str = "val"
     projector_max_samples: int = 4000
     instances_per_pattern: int = 1
     neighbours: int = 5
+
+
+@dataclass
+class ViewContext:
+    """Everything a view may draw from: the finished table and summary, and the shared fit-end inputs."""
+
+    writer: Any
+    log_dir: str
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    step: int
+    options: ViewOptions
+    images: ImageFetcher | None = None
+    neighbours: NeighbourLookup | None = None
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    perspectives: tuple[str, ...] = ()
+
+
+def log_report_views(ctx: ViewContext) -> None:
+    """The report's own views of every split, and the projector of ``options.projector_split``."""
+    for split, rows in ctx.table.groupby("split", sort=False):
+        summary = ctx.summary["splits"][str(split)]
+        log_split_views(ctx.writer, str(split), rows, summary, ctx.step, ctx.options, ctx.images, ctx.perspectives)
+    split = ctx.options.projector_split
+    if split in ctx.embeddings:
+        rows = ctx.table[ctx.table["split"] == split]
+        write_projection(ctx.log_dir, rows, ctx.embeddings[split], ctx.step, ctx.options, ctx.images)
+
+
+def log_depth_views(ctx: ViewContext, *, probes: list[str]) -> None:
+    """Prediction-depth figures of every split, and the instance views where images and neighbours exist."""
+    for split, rows in ctx.table.groupby("split", sort=False):
+        if "prediction_depth" not in rows:
+            continue
+        log_split_depth_views(ctx.writer, str(split), rows, probes, ctx.step, ctx.options)
+        if ctx.images is not None and ctx.neighbours is not None:
+            train_labels = ctx.table.loc[ctx.table["split"] == "train", "label"].to_numpy()
+            lookup = functools.partial(ctx.neighbours, str(split))
+            log_instance_views(ctx.writer, str(split), rows, lookup, train_labels, ctx.step, ctx.options, ctx.images)
 
 
 def log_split_views(
@@ -37,6 +79,7 @@ def log_split_views(
     step: int,
     options: ViewOptions,
     fetch: ImageFetcher | None,
+    perspectives: tuple[str, ...] = (),
 ) -> None:
     """Every per-split figure the table supports (columns decide which)."""
     band = summary.get("error_by_confusion_band")
@@ -48,7 +91,7 @@ def log_split_views(
             rows["label"].to_numpy(), rows["prediction"].to_numpy(), class_names=options.class_names
         )
         writer.add_figure(f"difficulty/confusion_matrix/{split}", fig, step)
-    present = {c: rows[c].to_numpy(float) for c in PERSPECTIVES if c in rows and rows[c].notna().all()}
+    present = {c: rows[c].to_numpy(float) for c in perspectives if c in rows and rows[c].notna().all()}
     if len(present) >= 2 and "correct" in rows:
         fig = figures.perspective_heatmaps_figure(present, rows["correct"].to_numpy(bool))
         writer.add_figure(f"difficulty/perspectives/{split}", fig, step)
@@ -75,7 +118,7 @@ def log_split_views(
                 writer.add_figure(f"difficulty/error_categories_by_{group}/{split}", fig, step)
 
 
-def log_depth_views(
+def log_split_depth_views(
     writer: Any, split: str, rows: pd.DataFrame, probes: list[str], step: int, options: ViewOptions
 ) -> None:
     """Prediction-depth histogram, accuracy vs depth, per-probe accuracy and the difficulty flow."""
@@ -138,21 +181,10 @@ def write_projection(
     if len(keep) > options.projector_max_samples:
         keep = np.sort(np.random.default_rng(0).choice(keep, options.projector_max_samples, replace=False))
     selected = rows.set_index("index").loc[keep]
-    metadata = {"index": keep}
-    for column in (
-        "label",
-        "prediction",
-        "correct",
-        "confusion",
-        "prediction_depth",
-        "kdn",
-        "human_difficulty",
-        "pattern",
-        "error_category",
-    ):
-        if column in selected:
-            values = selected[column].to_numpy()
-            metadata[column] = np.round(values, 3) if values.dtype.kind == "f" else values
+    metadata: dict[str, np.ndarray] = {"index": keep}
+    for column in selected.columns:  # every column of the table: colour or filter by any of them
+        values = selected[column].to_numpy()
+        metadata[column] = np.round(values, 3) if values.dtype.kind == "f" else values
     for column in ("label", "prediction"):
         if column in metadata:
             metadata[f"{column}_name"] = np.asarray(options.class_names)[metadata[column]]
@@ -171,7 +203,7 @@ def log_instance_views(
     writer: Any,
     split: str,
     rows: pd.DataFrame,
-    neighbours: Callable[[np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]],
+    neighbours: Callable[..., dict[str, tuple[np.ndarray, np.ndarray]]],
     train_labels: np.ndarray,
     step: int,
     options: ViewOptions,
@@ -181,7 +213,7 @@ def log_instance_views(
     picks = _interesting_samples(rows, options.instances_per_pattern)
     if not picks:
         return
-    found = neighbours(np.asarray([i for _, i in picks]))
+    found = neighbours(np.asarray([i for _, i in picks]), options.neighbours)
     names = options.class_names
     for position, (pattern, index) in enumerate(picks):
         row = rows[rows["index"] == index].iloc[0]

@@ -1,0 +1,525 @@
+"""The per-sample accumulator: the one extension point for measures read from the training loop.
+
+A measure supplies pure per-batch values ``(logits, targets) -> {name: (B,)}`` (from ``functional/``),
+declares its O(N) states, and folds each epoch's per-sample means into them. This base class owns
+everything else, once: the logits tap, batch and index checks, sanity-check exclusion, averaging
+``DistributedSampler`` duplicates within an epoch, the all-reduce through ``trainer.strategy``,
+exact resume at any step, the per-epoch probability records and per-fit reset.
+
+Example (a measure in a few lines)::
+
+    class MeanMargin(PerSampleAccumulator):
+        values = ("margin",)
+        states = (SampleState("margin_sum"), SampleState("epochs", np.int32))
+
+        def per_batch(self, logits, targets):
+            return {"margin": logit_margin(logits, targets)}
+
+        def fold(self, states, epoch, seen):
+            states["margin_sum"][seen] += epoch["margin"][seen]
+            states["epochs"][seen] += 1
+
+        def split_columns(self, states, labels):
+            return {"margin": mean_over_epochs(states["margin_sum"], states["epochs"])}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_difficulty.callbacks.base import DifficultyCallback, output_dir
+from lightning_difficulty.data import Batch, BatchKeys, class_targets, unpack_batch
+from lightning_difficulty.logits import LogitsTap, as_class_logits, check_logits, no_logits_error
+from lightning_difficulty.pipeline.capture import CaptureRequest
+from lightning_difficulty.pipeline.splits import split_loader, split_name, validation_loaders
+from lightning_difficulty.storage.records import EpochRecorder
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+SPLITS = ("train", "val")
+RecordMode = Literal["auto", "probs", "topk", "none"]
+
+
+@dataclass(frozen=True)
+class SampleState:
+    """One O(N) per-sample state of a measure, kept across epochs and saved in checkpoints."""
+
+    name: str
+    dtype: Any = np.float64
+    fill: float = 0.0
+
+
+@dataclass
+class SplitAccumulator:
+    """Index-keyed statistics of one split: device buffers for the open epoch, O(N) host states across epochs."""
+
+    num_samples: int
+    num_classes: int
+    values: tuple[str, ...]
+    specs: tuple[SampleState, ...]
+    device: torch.device
+    states: dict[str, np.ndarray] = field(init=False)
+    labels: np.ndarray = field(init=False)
+    epoch_scalars: dict[int, dict[str, float]] = field(default_factory=dict)
+    recorder: EpochRecorder | None = None
+    open_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        self.states = {s.name: np.full(self.num_samples, s.fill, dtype=s.dtype) for s in self.specs}
+        self.labels = np.full(self.num_samples, -1, dtype=np.int64)
+        self.reset_epoch()
+
+    def reset_epoch(self) -> None:
+        # one extra slot (index N) absorbs out-of-range indices without a per-batch device sync
+        n, dev = self.num_samples + 1, self.device
+        self.sums = {v: torch.zeros(n, dtype=torch.float64, device=dev) for v in self.values}
+        self.count = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.epoch_labels = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        self.nonfinite = torch.zeros((), dtype=torch.int64, device=dev)
+
+    def to(self, device: torch.device) -> None:
+        """Move the open epoch's buffers (restored on the CPU) to the training device."""
+        self.device = device
+        self.sums = {name: t.to(device) for name, t in self.sums.items()}
+        self.count, self.epoch_labels = self.count.to(device), self.epoch_labels.to(device)
+        self.nonfinite = self.nonfinite.to(device)
+
+    def add(self, index: Tensor, batch_values: dict[str, Tensor], targets: Tensor) -> None:
+        index = torch.where((index >= 0) & (index < self.num_samples), index, self.num_samples)
+        for name, value in batch_values.items():
+            self.nonfinite += (~torch.isfinite(value)).sum()
+            self.sums[name].index_add_(0, index, value.double())
+        self.count.index_add_(0, index, torch.ones_like(index))
+        self.epoch_labels.scatter_reduce_(0, index, targets.to(self.device), reduce="amax")
+
+
+class PerSampleAccumulator(DifficultyCallback):
+    """Base class of training-time per-sample measures (see the module docstring).
+
+    Subclasses set ``values`` and ``states`` and implement :meth:`per_batch`, :meth:`fold` and
+    :meth:`split_columns`; :meth:`column_info` describes the columns. Per-epoch means of each value over
+    the samples seen are logged to every logger as ``difficulty/<value>_mean/<split>``.
+
+    Args:
+        splits: which loops to read: ``"train"`` and/or ``"val"`` (every validation dataloader).
+        batch_keys: where the input, target and index sit in a batch.
+        logits_from: name of the submodule whose output are the logits (default: the module's ``forward``).
+        record: per-epoch probability records for ``lightning-difficulty combine``: ``"probs"``, ``"topk"``,
+            ``"none"`` or ``"auto"`` (``"probs"`` up to 100 classes, else ``"topk"``).
+        topk: vector length of the ``"topk"`` record.
+        record_dir: where records go (default ``<run dir>/records``, beside the report's table).
+    """
+
+    values: ClassVar[tuple[str, ...]] = ()
+    states: ClassVar[tuple[SampleState, ...]] = ()
+    needs_labels: ClassVar[bool] = True
+    needs_report = False
+
+    def __init__(
+        self,
+        splits: tuple[str, ...] | list[str] = SPLITS,
+        *,
+        batch_keys: BatchKeys | None = None,
+        logits_from: str | None = None,
+        record: RecordMode = "none",
+        topk: int = 5,
+        record_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown or not splits or isinstance(splits, str):
+            raise ValueError(f"Invalid value for splits={splits!r}. Choose one or both of {list(SPLITS)}.")
+        if record not in ("auto", "probs", "topk", "none"):
+            raise ValueError(f"Invalid value for record={record!r}. Must be 'auto', 'probs', 'topk' or 'none'.")
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+            raise ValueError(f"Expected argument `topk` to be a positive integer, but got {topk!r}.")
+        self.splits = tuple(splits)
+        self.batch_keys = batch_keys
+        self.logits_from = logits_from
+        self.record = record
+        self.topk = topk
+        self.record_dir = record_dir
+        self._tap = LogitsTap(logits_from)
+        self._state_key = self._generate_state_key(splits=self.splits, logits_from=logits_from)
+        self._accumulators: dict[str, SplitAccumulator] = {}
+        self._batch: Batch | None = None
+        self._checked: set[str] = set()
+        self._records_root: Path | None = None
+        self._restored = False
+
+    # -- what a measure supplies ------------------------------------------------------------------
+    def per_batch(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Per-sample values ``(B,)`` of one batch: ``logits`` ``(B, C)`` float, ``targets`` class ids ``(B,)``."""
+        raise NotImplementedError
+
+    def fold(self, states: dict[str, np.ndarray], epoch: dict[str, np.ndarray], seen: np.ndarray) -> None:
+        """Fold one epoch's per-sample means (``epoch[value]``, valid where ``seen``) into ``states`` in place."""
+        raise NotImplementedError
+
+    def split_columns(self, states: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+        """The table columns of one split from its states."""
+        raise NotImplementedError
+
+    # -- public state -----------------------------------------------------------------------------
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._state_key
+
+    def columns(self) -> dict[str, dict[str, np.ndarray]]:
+        """``split -> column -> (N,)`` from the epochs folded so far."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for split, acc in self._accumulators.items():
+            out[split] = self.split_columns(acc.states, acc.labels)
+            if (acc.labels >= 0).any():
+                out[split]["label"] = acc.labels.copy()
+        return out
+
+    def epoch_scalars(self) -> dict[str, dict[int, dict[str, float]]]:
+        """``split -> epoch -> {value: mean over the samples seen}``."""
+        return {s: {e: dict(v) for e, v in acc.epoch_scalars.items()} for s, acc in self._accumulators.items()}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit":
+            return
+        self._accumulators, self._checked, self._restored, self._batch = {}, set(), False, None
+        self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
+        self._tap.attach(pl_module)
+
+    @override
+    def capture_request(self) -> CaptureRequest | None:
+        """The fit-end pass reads the logits from the same place as the training steps."""
+        return CaptureRequest(batch_keys=self.batch_keys, logits_from=self.logits_from)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for split, acc in self._accumulators.items():  # restored from a checkpoint
+            self._check_size(trainer, split, acc.num_samples)
+            acc.to(pl_module.device)
+        if not self._restored and self._records_root is not None and trainer.is_global_zero:
+            for split in self._split_names(trainer):
+                EpochRecorder.discard_previous(self._records_root, split)  # a fresh fit: no epochs of other runs
+        trainer.strategy.barrier()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._tap.remove()
+        for acc in self._accumulators.values():
+            if acc.recorder is not None:
+                acc.recorder.flush()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._tap.remove()
+
+    # -- hooks ------------------------------------------------------------------------------------
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if "train" in self.splits:
+            self._open(batch)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if "train" in self.splits:
+            self._close(trainer, "train", "training step")
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        acc = self._accumulators.get("train")
+        if acc is not None and acc.open_epoch is not None and acc.open_epoch != trainer.current_epoch:
+            self._finish_epoch(trainer, "train")  # restored from a checkpoint taken after the epoch's last batch
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if "train" in self._accumulators:
+            self._finish_epoch(trainer, "train")
+
+    @override
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self._reads_validation(trainer):
+            self._open(batch)
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._reads_validation(trainer):
+            self._close(trainer, split_name(dataloader_idx), "validation step")
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._reads_validation(trainer):
+            return
+        for split in [s for s in self._accumulators if s.startswith("val")]:
+            if self._accumulators[split].open_epoch is not None:
+                self._finish_epoch(trainer, split)
+
+    def _reads_validation(self, trainer: pl.Trainer) -> bool:
+        # only validation inside fit counts (not the sanity check, not a later trainer.validate())
+        return "val" in self.splits and trainer.state.fn == "fit" and not trainer.sanity_checking
+
+    # -- accumulation -----------------------------------------------------------------------------
+    def _open(self, batch: Any) -> None:
+        self._batch = unpack_batch(batch, self.batch_keys or BatchKeys())
+        self._tap.open(batch_size=int(self._batch.index.shape[0]))
+
+    def _close(self, trainer: pl.Trainer, split: str, where: str) -> None:
+        captured, parsed, self._batch = self._tap.close(), self._batch, None
+        if parsed is None:
+            return
+        if captured is None:
+            raise no_logits_error(where, self.logits_from, int(parsed.index.shape[0]))
+        logits = as_class_logits(captured)
+        targets = class_targets(parsed.target, where=where)
+        acc = self._accumulator(trainer, split, logits)
+        index = parsed.index.to(acc.device)
+        if split not in self._checked:  # the first batch of a split: everything that can be checked, once
+            check_logits(logits, targets, where=f"{type(self).__name__}'s {where}", logits_from=self.logits_from)
+            _check_index_range(split, index, acc.num_samples)
+            self._checked.add(split)
+        if acc.open_epoch is None:
+            # validation runs are numbered 0, 1, ... (several may fall in one training epoch)
+            acc.open_epoch = trainer.current_epoch if split == "train" else max(acc.epoch_scalars, default=-1) + 1
+        with torch.no_grad():
+            logits = logits.to(acc.device)
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            targets = targets.to(acc.device)
+            if self.needs_labels:
+                index = torch.where(targets >= 0, index, acc.num_samples)  # unlabelled rows (ignore_index) skip
+            acc.add(index, self.per_batch(logits, targets.clamp(min=0)), targets)
+            if acc.recorder is not None:
+                acc.recorder.add(index, torch.softmax(logits, dim=1))
+
+    def _accumulator(self, trainer: pl.Trainer, split: str, logits: Tensor) -> SplitAccumulator:
+        acc = self._accumulators.get(split)
+        if acc is None:
+            num_samples = _dataset_size(trainer, split, type(self).__name__)
+            acc = self._new_accumulator(split, num_samples, int(logits.shape[1]), logits.device, trainer.global_rank)
+            if acc.recorder is not None:
+                acc.recorder.discard_log()
+            self._accumulators[split] = acc
+        elif acc.num_classes != logits.shape[1]:
+            raise ValueError(
+                f"{type(self).__name__}: the logits of split {split!r} have {logits.shape[1]} columns but earlier "
+                f"batches had {acc.num_classes}. The captured output must be the class logits of every batch."
+            )
+        return acc
+
+    def _new_accumulator(
+        self, split: str, num_samples: int, num_classes: int, device: torch.device, rank: int
+    ) -> SplitAccumulator:
+        acc = SplitAccumulator(num_samples, num_classes, self.values, self.states, device)
+        kind = self._record_kind(num_classes)
+        if kind != "none" and self._records_root is not None:
+            acc.recorder = EpochRecorder(
+                self._records_root, split, num_samples, num_classes, kind=kind, topk=self.topk, rank=rank
+            )
+        return acc
+
+    def _record_kind(self, num_classes: int) -> Literal["probs", "topk", "none"]:
+        if self.record == "auto":
+            return "probs" if num_classes <= 100 else "topk"
+        return self.record
+
+    def _finish_epoch(self, trainer: pl.Trainer, split: str) -> None:
+        acc = self._accumulators[split]
+        epoch = acc.open_epoch
+        if epoch is None:
+            return
+        reduce = trainer.strategy.reduce
+        sums = {name: reduce(t, reduce_op="sum") for name, t in acc.sums.items()}
+        count = reduce(acc.count, reduce_op="sum").cpu().numpy()
+        labels = reduce(acc.epoch_labels, reduce_op="max").cpu().numpy()
+        nonfinite = int(reduce(acc.nonfinite, reduce_op="sum"))
+        if count[-1]:
+            raise IndexError(
+                f"{type(self).__name__}: {int(count[-1])} rows of split {split!r} in epoch {epoch} had a dataset index "
+                f"outside [0, {acc.num_samples}). The index must be the position in the dataloader's dataset "
+                "(use `IndexedDataset`)."
+            )
+        if nonfinite:
+            raise FloatingPointError(
+                f"{type(self).__name__}: {nonfinite} values of split {split!r} were NaN or infinite in epoch {epoch} "
+                "(NaN or all -inf logits). The scores of earlier epochs are kept in the last checkpoint; fix the "
+                "divergence (lower the learning rate, clip gradients, check the inputs) and resume."
+            )
+        count, labels = count[:-1], labels[:-1]
+        seen = count > 0
+        means = {name: np.where(seen, t.cpu().numpy()[:-1] / np.maximum(count, 1), np.nan) for name, t in sums.items()}
+        self.fold(acc.states, means, seen)
+        acc.labels[labels >= 0] = labels[labels >= 0]
+        scalars = {name: float(v[seen].mean()) if seen.any() else float("nan") for name, v in means.items()}
+        acc.epoch_scalars[epoch] = scalars
+        if acc.recorder is not None:
+            acc.recorder.label_fingerprint = None if (acc.labels < 0).any() else _fingerprint(acc.labels)
+            acc.recorder.flush()
+            trainer.strategy.barrier()
+            if trainer.is_global_zero:
+                acc.recorder.finish_epoch(epoch, world_size=trainer.world_size)
+            else:
+                acc.recorder.epochs.append(epoch)
+            trainer.strategy.barrier()
+        acc.reset_epoch()
+        acc.open_epoch = None
+        self._log_epoch(trainer, split, epoch, scalars, means, seen)
+
+    def _log_epoch(
+        self,
+        trainer: pl.Trainer,
+        split: str,
+        epoch: int,
+        scalars: dict[str, float],
+        means: dict[str, np.ndarray],
+        seen: np.ndarray,
+    ) -> None:
+        from lightning_difficulty.views.tensorboard import log_epoch_curves
+
+        log_epoch_curves(trainer, split, epoch, scalars, {name: v[seen] for name, v in means.items()})
+
+    def _split_names(self, trainer: pl.Trainer) -> list[str]:
+        names = ["train"] if "train" in self.splits else []
+        if "val" in self.splits:
+            names += [split_name(i) for i in range(len(validation_loaders(trainer)))]
+        return names
+
+    def _check_size(self, trainer: pl.Trainer, split: str, expected: int) -> None:
+        if split_loader(trainer, split) is None:
+            return
+        actual = _dataset_size(trainer, split, type(self).__name__)
+        if actual != expected:
+            raise ValueError(
+                f"The checkpoint's {type(self).__name__} state for split {split!r} has {expected} samples but the "
+                f"dataset now has {actual}. Resume with the same dataset."
+            )
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        splits: dict[str, Any] = {}
+        for split, acc in self._accumulators.items():
+            entry: dict[str, Any] = {
+                "num_samples": acc.num_samples,
+                "num_classes": acc.num_classes,
+                "states": {name: torch.from_numpy(v.copy()) for name, v in acc.states.items()},
+                "labels": torch.from_numpy(acc.labels.copy()),
+                "epoch_scalars": {e: dict(v) for e, v in acc.epoch_scalars.items()},
+                "record_epochs": list(acc.recorder.epochs) if acc.recorder else [],
+            }
+            if acc.open_epoch is not None:  # a checkpoint taken inside an epoch: the epoch so far, reduced
+                reduce = self._reduce_for_checkpoint
+                entry["open_epoch"] = acc.open_epoch
+                entry["sums"] = {name: reduce(t.clone(), "sum").cpu() for name, t in acc.sums.items()}
+                entry["count"] = reduce(acc.count.clone(), "sum").cpu()
+                entry["epoch_labels"] = reduce(acc.epoch_labels.clone(), "max").cpu()
+                rows = acc.recorder.log_offsets() if acc.recorder else 0
+                entry["log_rows"] = self._gather_rows(rows, acc.device)
+            splits[split] = entry
+        return {"version": 2, "splits": splits}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Rebuild every split's state now (not at the first batch), so a resume with no batch left still reports."""
+        self._restored = True
+        for split, saved in state_dict.get("splits", {}).items():
+            acc = self._new_accumulator(
+                split, int(saved["num_samples"]), int(saved["num_classes"]), torch.device("cpu"), self._rank
+            )
+            for name, value in saved.get("states", {}).items():
+                if name in acc.states:
+                    acc.states[name] = value.numpy().astype(acc.states[name].dtype)
+            acc.labels = saved["labels"].numpy().astype(np.int64)
+            acc.epoch_scalars = {int(e): dict(v) for e, v in saved.get("epoch_scalars", {}).items()}
+            if acc.recorder is not None:
+                acc.recorder.epochs = [int(e) for e in saved.get("record_epochs", [])]
+            if "open_epoch" in saved:
+                acc.open_epoch = int(saved["open_epoch"])
+                if self._rank == 0:  # other ranks start from zero so the epoch-end sum is not multiplied
+                    for name, value in saved["sums"].items():
+                        acc.sums[name].copy_(value)
+                    acc.count.copy_(saved["count"])
+                    acc.epoch_labels.copy_(saved["epoch_labels"])
+                if acc.recorder is not None:
+                    rows = saved.get("log_rows", [])
+                    acc.recorder.truncate_log(rows[self._rank] if self._rank < len(rows) else 0)
+            elif acc.recorder is not None:
+                acc.recorder.discard_log()
+            self._accumulators[split] = acc
+
+    # state_dict() runs outside hooks that hand us the trainer: the collectives use the process group directly
+    @property
+    def _rank(self) -> int:
+        return torch.distributed.get_rank() if _distributed() else 0
+
+    @staticmethod
+    def _reduce_for_checkpoint(tensor: Tensor, op: str) -> Tensor:
+        if _distributed():
+            torch.distributed.all_reduce(
+                tensor, op=torch.distributed.ReduceOp.SUM if op == "sum" else torch.distributed.ReduceOp.MAX
+            )
+        return tensor
+
+    @staticmethod
+    def _gather_rows(rows: int, device: torch.device) -> list[int]:
+        if not _distributed():
+            return [rows]
+        local = torch.tensor([rows], dtype=torch.long, device=device)
+        out = [torch.zeros_like(local) for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather(out, local)
+        return [int(t.item()) for t in out]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _fingerprint(labels: np.ndarray) -> str:
+    from lightning_difficulty.storage.manifest import label_fingerprint
+
+    return label_fingerprint(labels)
+
+
+def _check_index_range(split: str, index: Tensor, num_samples: int) -> None:
+    low, high = int(index.min()), int(index.max())
+    if low < 0 or high >= num_samples:
+        raise IndexError(
+            f"Dataset index out of range in split {split!r}: got indices in [{low}, {high}] but the dataloader's "
+            f"dataset has {num_samples} samples. The index must be the position in that dataset (use `IndexedDataset`)."
+        )
+
+
+def _dataset_size(trainer: pl.Trainer, split: str, owner: str) -> int:
+    dataset = getattr(split_loader(trainer, split), "dataset", None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise TypeError(
+            f"{owner} needs the size of the {split!r} dataset to key scores by index, but its dataloader's dataset "
+            f"({type(dataset).__name__}) has no len(). Use a map-style dataset wrapped in IndexedDataset."
+        ) from err
+
+
+__all__ = ["PerSampleAccumulator", "SampleState", "SplitAccumulator"]

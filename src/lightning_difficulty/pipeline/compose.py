@@ -1,0 +1,169 @@
+"""Compose the callbacks' contributions into one table, and summarise a split (no Lightning, no files)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_difficulty.functional.bands import band_error_correlation
+from lightning_difficulty.pipeline import analysis
+from lightning_difficulty.pipeline.capture import FitEndArrays
+from lightning_difficulty.pipeline.contribution import ColumnInfo, Contribution
+from lightning_difficulty.storage.table import build_table
+
+if TYPE_CHECKING:
+    from lightning_difficulty.callbacks.base import DifficultyCallback
+
+
+BASE_COLUMNS: dict[str, ColumnInfo] = {
+    "split": ColumnInfo("'train' (the k-NN reference), 'val', 'val_1', ...: the dataloader the sample came from"),
+    "index": ColumnInfo("dataset index: position of the sample in its split's dataset"),
+    "label": ColumnInfo("dataset label (-1: no label)"),
+    "prediction": ColumnInfo("the final model's prediction (eval mode, fit end)"),
+    "correct": ColumnInfo("prediction == label"),
+    "label_issue_score": ColumnInfo(
+        "1 - p(label) of the final model in eval mode (self-confidence, cleanlab's convention): how likely the "
+        "label is wrong",
+        range=(0.0, 1.0),
+        higher_is_harder=True,
+        perspective=True,
+    ),
+    "confusion_band": ColumnInfo(
+        "equal-width band of `confusion`, edges fitted on the training split and shared by every split "
+        "(summary.json: confusion_bands); -1 = not scored",
+        unit="band",
+        higher_is_harder=True,
+    ),
+    "hard": ColumnInfo("in the hard subset: top share by `confusion` of the split's scored samples"),
+    "group": ColumnInfo("GroupDRO group: confusion band with edges from groups.json; -1 = not scored", unit="band"),
+    "pattern": ColumnInfo("DifficultyEyes Table 1 pattern id (1a ... 6) from human x data x model x correct"),
+    "error_category": ColumnInfo("error taxonomy (Peychev et al. 2023): 'correct' or the first category that applies"),
+}
+
+
+def compose_table(
+    arrays: FitEndArrays,
+    contributions: Mapping[str, tuple[DifficultyCallback, Contribution]],
+    skipped: list[str],
+) -> tuple[pd.DataFrame, dict[str, ColumnInfo], Contribution]:
+    """``(table, column info, shared inputs)``: the pass's labels and predictions plus every callback's columns.
+
+    A column that two callbacks produce is kept from the first; the later callback's copy is renamed
+    ``<Class>#<n>:<column>`` (``n`` counts instances of that class) and a warning names both.
+    """
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    for split, data in arrays.splits.items():
+        labels = np.asarray(data.labels)
+        logits = np.asarray(data.logits, dtype=np.float64)
+        predictions = logits.argmax(axis=1)
+        columns[split] = {
+            "label": labels,
+            "prediction": predictions,
+            "correct": predictions == labels,
+            "label_issue_score": _self_confidence_issue(logits, labels),
+        }
+    info: dict[str, ColumnInfo] = {}
+    owners: dict[str, str] = {}
+    seen_classes: dict[str, int] = {}
+    shared = Contribution()
+    for key, (cb, part) in contributions.items():
+        name = type(cb).__name__
+        seen_classes[name] = seen_classes.get(name, 0) + 1
+        prefix = ""
+        produced = {c for cols in part.columns.values() for c in cols if c != "label"}
+        clash = sorted(c for c in produced if c in owners)
+        if clash:
+            prefix = f"{name}#{seen_classes[name]}:"
+            rank_zero_warn(
+                f"{key} produces the columns {clash} that {owners[clash[0]]} already produced: its columns are "
+                f"prefixed {prefix!r}."
+            )
+            skipped.append(f"column names of {key}: prefixed {prefix!r} (clash with {owners[clash[0]]})")
+        for split, cols in part.columns.items():
+            target = columns.setdefault(split, {})
+            for column, values in cols.items():
+                if column == "label":
+                    target.setdefault("label", values)
+                    continue
+                target[prefix + column] = values
+                owners.setdefault(prefix + column, key)
+        info.update({prefix + column: meta for column, meta in part.info.items()})
+        shared.annotation_counts.update(part.annotation_counts)
+        if shared.neighbours is None and part.neighbours is not None:
+            shared.neighbours, shared.probe_names, shared.embeddings = (
+                part.neighbours,
+                part.probe_names,
+                part.embeddings,
+            )
+    return build_table(columns), info, shared
+
+
+def _self_confidence_issue(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = np.full(len(labels), np.nan)
+    known = (labels >= 0) & (labels < logits.shape[1])
+    out[known] = 1.0 - probs[np.flatnonzero(known), labels[known]]
+    return out
+
+
+def summarise_split(
+    rows: pd.DataFrame, perspectives: Sequence[str], num_bands: int, band_edges: Sequence[float] | None
+) -> dict[str, Any]:
+    """Accuracy, labelled confusion quartiles, error rate per confusion band, correlations, patterns, errors."""
+    entry: dict[str, Any] = {"num_samples": len(rows)}
+    if "correct" in rows:
+        entry["accuracy"] = float(rows["correct"].mean())
+    if "confusion" in rows:
+        confusion = rows["confusion"].to_numpy(float)
+        seen = np.isfinite(confusion)
+        entry["num_scored"] = int(seen.sum())
+        if seen.sum() > 1:
+            q25, q50, q75 = np.quantile(confusion[seen], [0.25, 0.5, 0.75]).tolist()
+            entry["confusion_quartiles"] = {"q25": q25, "median": q50, "q75": q75}
+            if "correct" in rows:
+                entry["error_by_confusion_band"] = band_summary(
+                    confusion[seen], rows["correct"].to_numpy(bool)[seen], num_bands, band_edges
+                )
+    if "human_difficulty" in rows and rows["human_difficulty"].notna().any():
+        entry["human_correlations"] = analysis.correlations(rows, perspectives)
+    if "pattern" in rows and rows["pattern"].notna().all():
+        entry["patterns"] = analysis.pattern_report(rows)
+        entry["model_perspective"] = analysis.model_perspective(rows)
+    if "error_category" in rows and rows["error_category"].notna().all():
+        entry["error_categories"] = analysis.error_report(rows, band_column="confusion_band")
+    return entry
+
+
+def band_summary(
+    confusion: np.ndarray, correct: np.ndarray, num_bands: int, edges: Sequence[float] | None
+) -> dict[str, Any]:
+    """Error rate per confusion band with Pearson rho; ``pearson_rho_note`` says why rho is null or weak."""
+    result = band_error_correlation(confusion, correct, num_bands=num_bands, edges=edges)
+    lows = np.concatenate([[min(confusion.min(), result.edges[0] if result.edges.size else np.inf)], result.edges])
+    highs = np.concatenate([result.edges, [max(confusion.max(), result.edges[-1] if result.edges.size else -np.inf)]])
+    bands = [
+        {
+            "band": b,
+            "low": float(lows[b]),
+            "high": float(highs[b]),
+            "mean_score": float(result.mean_score[b]),
+            "count": int(result.table.count[b]),
+            "error_rate": float(result.table.error[b]),
+        }
+        for b in range(num_bands)
+    ]
+    out: dict[str, Any] = {"pearson_rho": float(result.rho), "edges": result.edges.tolist(), "bands": bands}
+    errors = int((~correct).sum())
+    if not np.isfinite(result.rho):
+        out["pearson_rho_note"] = (
+            "undefined: no errors in this split" if errors == 0 else "undefined: fewer than two non-empty bands"
+        )
+    elif errors < 5:
+        out["pearson_rho_note"] = f"computed from only {errors} errors: not meaningful"
+    return out

@@ -1,0 +1,199 @@
+"""The dashboard's asset writer, projection, column encoding and run discovery (no browser)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from lightning_difficulty.dashboard import write_dashboard_assets
+from lightning_difficulty.dashboard.encoding import decode_columns, encode_columns
+from lightning_difficulty.dashboard.projection import TSNE_MAX_SAMPLES, project_2d
+from lightning_difficulty.dashboard.runs import find_runs, perspective_columns, score_columns
+
+
+def _table(sizes: dict[str, int], seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for split, n in sizes.items():
+        frames.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "index": rng.permutation(n).astype(np.int64),  # rows need not be in index order
+                    "label": rng.integers(0, 3, n),
+                    "prediction": rng.integers(0, 3, n),
+                    "confusion": rng.random(n),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_pca_matches_scikit_learn_up_to_sign() -> None:
+    x = np.random.default_rng(1).normal(size=(200, 7)) * np.arange(1, 8)
+    ours = project_2d(x).astype(np.float64)
+    ref = PCA(n_components=2).fit_transform(x)
+    for j in range(2):
+        sign = np.sign(ours[:, j] @ ref[:, j])
+        np.testing.assert_allclose(ours[:, j], sign * ref[:, j], rtol=1e-4, atol=1e-4)
+
+
+def test_projection_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="embeddings"):
+        project_2d(np.zeros(5))
+    with pytest.raises(ValueError, match="finite"):
+        project_2d(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="tsne"):
+        project_2d(np.zeros((TSNE_MAX_SAMPLES + 1, 2)), method="tsne")
+    with pytest.raises(ValueError, match="method"):
+        project_2d(np.zeros((3, 2)), method="umap")  # type: ignore[arg-type]
+
+
+def test_tsne_projection_is_two_dimensional() -> None:
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    coords = project_2d(x, method="tsne")
+    assert coords.shape == (60, 2) and np.isfinite(coords).all()
+
+
+def test_assets_with_every_input(tmp_path: Path) -> None:
+    sizes = {"train": 30, "val": 12}
+    table = _table(sizes)
+    rng = np.random.default_rng(2)
+    emb = {s: rng.normal(size=(n, 5)) for s, n in sizes.items()}
+    pictures = {s: rng.random((n, 3, 16, 16)).astype(np.float32) for s, n in sizes.items()}
+
+    def images(split: str, indices: list[int]) -> torch.Tensor:
+        return torch.from_numpy(pictures[split][np.asarray(indices)])
+
+    probes = ["input", "layer1", "layer2"]
+    neighbours = {
+        "val": {
+            p: (rng.random((12, 4)), rng.integers(0, 30, (12, 4))) for p in ["layer1", "input"]
+        }  # given out of order
+    }
+    budget = (30 + 12) * 3 * 8 * 8  # room for 8x8 thumbnails only
+    out = write_dashboard_assets(
+        tmp_path,
+        table,
+        class_names=["a", "b", "c"],
+        embeddings=emb,
+        images=images,
+        neighbours=neighbours,
+        probe_names=probes,
+        thumbnail_budget=budget,
+    )
+    assert out == tmp_path / "dashboard"
+    meta = json.loads((out / "dashboard.json").read_text())
+    assert meta["format"] == "lightning-difficulty/dashboard" and meta["probes"] == probes
+    val = meta["splits"]["val"]
+    # projection: the PCA of the embeddings, row i = dataset index i
+    coords = np.load(out / val["projection"]["file"])
+    ref = PCA(n_components=2).fit_transform(emb["val"])
+    assert abs(np.corrcoef(coords[:, 0], ref[:, 0])[0, 1]) > 0.9999
+    # thumbnails: 2x2 block means of the 16x16 images, rounded to uint8, (N, 8, 8, 3)
+    sheet = np.load(out / meta["thumbnails"]["file"])
+    assert meta["thumbnails"]["side"] == 8 and sheet.shape == (42, 8, 8, 3) and sheet.dtype == np.uint8
+    block = pictures["val"].reshape(12, 3, 8, 2, 8, 2).mean(axis=(3, 5)).transpose(0, 2, 3, 1)
+    expected = np.round(block * 255)
+    got = sheet[val["thumbnails"]["offset"] : val["thumbnails"]["offset"] + 12].astype(float)
+    assert np.abs(got - expected).max() <= 1
+    # neighbours: stacked in probe order (input first), whatever order they were given in
+    entry = val["neighbours"]
+    assert entry["probes"] == ["input", "layer1"]
+    ids = np.load(out / entry["ids"])
+    dist = np.load(out / entry["distances"])
+    np.testing.assert_array_equal(ids[:, 0], neighbours["val"]["input"][1])
+    np.testing.assert_allclose(dist[:, 1], neighbours["val"]["layer1"][0], rtol=1e-6)
+    assert "neighbours" not in meta["splits"]["train"]
+
+
+def test_assets_without_optional_inputs(tmp_path: Path) -> None:
+    out = write_dashboard_assets(tmp_path, _table({"val": 5}), class_names=["a", "b", "c"])
+    meta = json.loads((out / "dashboard.json").read_text())
+    assert meta["thumbnails"] is None and meta["probes"] is None
+    assert meta["splits"]["val"] == {"key": "s0", "num_samples": 5}
+    assert sorted(p.name for p in out.iterdir()) == ["dashboard.json"]
+
+
+def test_assets_refuse_inconsistent_input(tmp_path: Path) -> None:
+    table = _table({"val": 6})
+    with pytest.raises(ValueError, match=r"embeddings\['val'\].*\(6, d\)"):
+        write_dashboard_assets(tmp_path, table, class_names=["a"], embeddings={"val": np.zeros((5, 2))})
+    with pytest.raises(ValueError, match="splits of argument `embeddings`"):
+        write_dashboard_assets(tmp_path, table, class_names=["a"], embeddings={"test": np.zeros((6, 2))})
+    gappy = table[table["index"] != 2]
+    with pytest.raises(ValueError, match="every dataset index"):
+        write_dashboard_assets(tmp_path, gappy, class_names=["a"])
+    with pytest.raises(ValueError, match="class_names"):
+        write_dashboard_assets(tmp_path, table, class_names=[])
+    bad = {"val": {"layer9": (np.zeros((6, 2)), np.zeros((6, 2), dtype=int))}}
+    with pytest.raises(ValueError, match="probe_names"):
+        write_dashboard_assets(tmp_path, table, class_names=["a"], neighbours=bad, probe_names=["input"])
+
+
+def test_encoding_round_trip_matches_pandas() -> None:
+    frame = pd.DataFrame(
+        {
+            "i": np.array([3, -1, 7], dtype=np.int64),
+            "big": np.array([2**40, 0, 1], dtype=np.int64),
+            "f": [0.5, np.nan, 2.25],
+            "b": [True, False, True],
+            "s": pd.Series(["5b", None, "1a"], dtype=object),
+            "lists": [[1], [2], [3]],
+        }
+    )
+    decoded = decode_columns(encode_columns(frame, {"projection:x": np.array([1.0, 2.0, 3.0])}))
+    assert decoded["i"].dtype == np.int32 and decoded["i"].tolist() == [3, -1, 7]
+    assert decoded["big"].dtype == np.float32  # does not fit int32
+    np.testing.assert_array_equal(decoded["f"], np.array([0.5, np.nan, 2.25], dtype=np.float32))
+    assert decoded["b"].tolist() == [1, 0, 1]
+    assert decoded["s"].tolist() == ["5b", None, "1a"]
+    assert "lists" in decoded  # objects are encoded as text categories
+    assert decoded["projection:x"].tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="extra column"):
+        encode_columns(frame, {"x": np.zeros(2)})
+
+
+def test_column_roles_from_columns_json_and_dtypes() -> None:
+    table = pd.DataFrame(
+        {
+            "split": ["v"],
+            "index": [0],
+            "label": [1],
+            "prediction": [1],
+            "correct": [True],
+            "confusion": [0.1],
+            "prediction_depth": [2],
+            "knn:input": [1],
+            "kdn:input": [0.2],
+            "kdn": [0.2],
+            "human_difficulty": [0.3],
+            "aum": [1.5],
+        }
+    )
+    assert score_columns(table, {}) == ["confusion", "prediction_depth", "kdn:input", "kdn", "human_difficulty", "aum"]
+    assert perspective_columns(table, {}) == ["human_difficulty", "kdn", "confusion"]
+    info = {
+        "aum": {"higher_is_harder": True, "perspective": True},
+        "kdn": {"perspective": True},
+        "gone": {"perspective": True},
+    }
+    assert perspective_columns(table, info) == ["aum", "kdn"]
+    assert score_columns(table, info) == ["kdn", "aum"]
+
+
+def test_find_runs(tmp_path: Path) -> None:
+    for rel in ["difficulty", "a/difficulty", "b/c/difficulty", ".hidden/difficulty", "d/difficulty"]:
+        (tmp_path / rel).mkdir(parents=True)
+    for rel in ["difficulty", "a/difficulty", "b/c/difficulty", ".hidden/difficulty"]:
+        (tmp_path / rel / "scores.parquet").write_bytes(b"")
+    found = find_runs(tmp_path)
+    assert found == {".": tmp_path / "difficulty", "a": tmp_path / "a/difficulty", "b/c": tmp_path / "b/c/difficulty"}
+    assert find_runs(tmp_path, max_depth=1) == {".": tmp_path / "difficulty", "a": tmp_path / "a/difficulty"}
+    assert find_runs(tmp_path / "missing") == {}
