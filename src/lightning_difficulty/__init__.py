@@ -11,6 +11,7 @@ from lightning_difficulty.callbacks import (
     PerSampleAccumulator,
     PredictionDepth,
     SampleState,
+    TrainingDynamics,
 )
 from lightning_difficulty.data import BatchKeys, IndexedDataset, MissingIndexError
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
@@ -46,6 +47,7 @@ __all__ = [
     "PredictionDepth",
     "SampleState",
     "TaxonomyThresholds",
+    "TrainingDynamics",
     "combine_runs",
     "compare_runs",
     "evaluate_predictions",

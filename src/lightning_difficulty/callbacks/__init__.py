@@ -4,6 +4,7 @@ from lightning_difficulty.callbacks.accumulator import PerSampleAccumulator, Sam
 from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback
 from lightning_difficulty.callbacks.confusion import ConfusionScore
 from lightning_difficulty.callbacks.data_difficulty import DataDifficulty
+from lightning_difficulty.callbacks.dynamics import TrainingDynamics
 from lightning_difficulty.callbacks.human import HumanAlignment
 from lightning_difficulty.callbacks.prediction_depth import PredictionDepth
 from lightning_difficulty.callbacks.report import DifficultyReport
@@ -19,4 +20,5 @@ __all__ = [
     "PerSampleAccumulator",
     "PredictionDepth",
     "SampleState",
+    "TrainingDynamics",
 ]

@@ -1,0 +1,104 @@
+"""TrainingDynamics: data maps, forgetting events, AUM and EL2N from the logits the loss sees."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_difficulty.callbacks.accumulator import PerSampleAccumulator, SampleState
+from lightning_difficulty.callbacks.base import ColumnInfo, Contribution
+from lightning_difficulty.functional import dynamics as F
+
+_STATES = {
+    **F.DataMapState.zeros(0).as_states(),
+    **F.ForgettingState.zeros(0).as_states(),
+    **F.AumState.zeros(0).as_states(),
+}
+
+
+class TrainingDynamics(PerSampleAccumulator):
+    """Per-sample training dynamics over the training forward passes (train mode, the logits of the loss).
+
+    Columns (one row per sample; a presentation is an epoch, a sample seen twice in one epoch counts once with
+    the mean of its values): ``dm_confidence``, ``dm_variability`` (ddof 0), ``dm_correctness`` and ``dm_region``
+    (Swayamdipta et al. 2020); ``forgetting`` and ``never_learned`` (Toneva et al. 2019); ``aum`` (Pleiss et al.
+    2020, lower = more likely mislabelled); ``el2n`` at the last epoch the sample was seen (Paul et al. 2021).
+
+    Example::
+
+        trainer = L.Trainer(callbacks=[TrainingDynamics(), DifficultyReport()])
+    """
+
+    values = ("p_label", "correct", "margin", "el2n")
+    states = (
+        *(SampleState(name, array.dtype) for name, array in _STATES.items()),
+        SampleState("el2n_last", np.float64, float("nan")),
+    )
+
+    def __init__(self, splits: tuple[str, ...] | list[str] = ("train",), **kwargs: object) -> None:
+        super().__init__(splits, **kwargs)  # type: ignore[arg-type]
+
+    @override
+    def per_batch(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return {
+            "p_label": F.label_probability(logits, targets),
+            "correct": F.is_correct(logits, targets),
+            "margin": F.logit_margin(logits, targets),
+            "el2n": F.el2n(logits, targets),
+        }
+
+    @override
+    def fold(self, states: dict[str, np.ndarray], epoch: dict[str, np.ndarray], seen: np.ndarray) -> None:
+        states.update(
+            F.fold_data_map(F.DataMapState.from_states(states), epoch["p_label"], epoch["correct"], seen).as_states()
+        )
+        states.update(F.fold_forgetting(F.ForgettingState.from_states(states), epoch["correct"], seen).as_states())
+        states.update(F.fold_aum(F.AumState.from_states(states), epoch["margin"], seen).as_states())
+        states["el2n_last"][seen] = epoch["el2n"][seen]
+
+    @override
+    def split_columns(self, states: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+        data_map, forgetting = F.DataMapState.from_states(states), F.ForgettingState.from_states(states)
+        confidence, variability = F.dm_confidence(data_map), F.dm_variability(data_map)
+        return {
+            "dm_confidence": confidence,
+            "dm_variability": variability,
+            "dm_correctness": F.dm_correctness(data_map),
+            "dm_region": F.data_map_regions(confidence, variability),
+            "forgetting": F.forgetting(forgetting),
+            "never_learned": F.never_learned(forgetting) & (data_map.dm_epochs > 0),
+            "aum": F.aum(F.AumState.from_states(states)),
+            "el2n": states["el2n_last"].copy(),
+        }
+
+    @override
+    def compute(self, trainer: object, arrays: object) -> Contribution:
+        return Contribution(columns=self.columns(), info=COLUMN_INFO, summary={"epochs": self.epoch_scalars()})
+
+
+COLUMN_INFO = {
+    "dm_confidence": ColumnInfo("mean over epochs of p(label) (data maps)", range=(0.0, 1.0), higher_is_harder=False),
+    "dm_variability": ColumnInfo("std over epochs of p(label), ddof 0 (data maps)", range=(0.0, 0.5)),
+    "dm_correctness": ColumnInfo("share of epochs where argmax == label", range=(0.0, 1.0), higher_is_harder=False),
+    "dm_region": ColumnInfo("easy (confidence >= 0.5), ambiguous (variability >= 0.2), hard, or unseen"),
+    "forgetting": ColumnInfo(
+        "correct-to-wrong transitions between consecutive epochs",
+        unit="events",
+        higher_is_harder=True,
+        perspective=True,
+    ),
+    "never_learned": ColumnInfo("never correct in any epoch (kept apart from the forgetting count)"),
+    "aum": ColumnInfo(
+        "area under the margin: mean over epochs of z_label - max other logit",
+        unit="logit",
+        higher_is_harder=False,
+        perspective=True,
+    ),
+    "el2n": ColumnInfo(
+        "|| softmax - onehot(label) ||_2 at the last epoch seen",
+        range=(0.0, float(np.sqrt(2))),
+        higher_is_harder=True,
+        perspective=True,
+    ),
+}
