@@ -64,4 +64,4 @@ def test_dynamics_match_numpy_recomputation(tmp_path: Path) -> None:
     np.testing.assert_allclose(rows["el2n"], epochs[max(epochs)]["el2n"], rtol=1e-6, atol=1e-7)
     assert set(rows["dm_region"]) <= {"easy", "ambiguous", "hard"}
     assert table.loc[table["split"] == "val", "dm_confidence"].isna().all()  # default: the training loop only
-    assert 0 < forgetting.sum()  # the check is only meaningful when something is forgotten
+    assert forgetting.sum() > 0  # the check is only meaningful when something is forgotten

@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_difficulty.callbacks.base import DifficultyCallback, output_dir
+from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback, output_dir
 from lightning_difficulty.data import Batch, BatchKeys, class_targets, unpack_batch
 from lightning_difficulty.logits import LogitsTap, as_class_logits, check_logits, no_logits_error
-from lightning_difficulty.pipeline.capture import CaptureRequest
+from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
 from lightning_difficulty.pipeline.splits import split_loader, split_name, validation_loaders
 from lightning_difficulty.storage.records import EpochRecorder
 
@@ -105,7 +106,7 @@ class PerSampleAccumulator(DifficultyCallback):
     """Base class of training-time per-sample measures (see the module docstring).
 
     Subclasses set ``values`` and ``states`` and implement :meth:`per_batch`, :meth:`fold` and
-    :meth:`split_columns`; :meth:`column_info` describes the columns. Per-epoch means of each value over
+    :meth:`split_columns`; :meth:`column_info` describes the columns (optional). Per-epoch means of each value over
     the samples seen are logged to every logger as ``difficulty/<value>_mean/<split>``.
 
     Args:
@@ -154,6 +155,7 @@ class PerSampleAccumulator(DifficultyCallback):
         self._checked: set[str] = set()
         self._records_root: Path | None = None
         self._restored = False
+        self._warned_width: set[str] = set()
 
     # -- what a measure supplies ------------------------------------------------------------------
     def per_batch(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -167,6 +169,15 @@ class PerSampleAccumulator(DifficultyCallback):
     def split_columns(self, states: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
         """The table columns of one split from its states."""
         raise NotImplementedError
+
+    def column_info(self) -> dict[str, ColumnInfo]:
+        """What each column means (``columns.json``); default: the column names only."""
+        return {}
+
+    @override
+    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        """The columns folded during training, their meaning and the per-epoch means."""
+        return Contribution(columns=self.columns(), info=self.column_info(), summary={"epochs": self.epoch_scalars()})
 
     # -- public state -----------------------------------------------------------------------------
     @property
@@ -194,6 +205,7 @@ class PerSampleAccumulator(DifficultyCallback):
         if stage != "fit":
             return
         self._accumulators, self._checked, self._restored, self._batch = {}, set(), False, None
+        self._warned_width = set()
         self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
         self._tap.attach(pl_module)
 
@@ -204,9 +216,12 @@ class PerSampleAccumulator(DifficultyCallback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for split, acc in self._accumulators.items():  # restored from a checkpoint
+        for split, acc in list(self._accumulators.items()):  # restored from a checkpoint
             self._check_size(trainer, split, acc.num_samples)
             acc.to(pl_module.device)
+            if split == "train" and acc.open_epoch is not None and acc.open_epoch != trainer.current_epoch:
+                # saved after the epoch's last batch: Lightning resumes in the next epoch without its start hook
+                self._finish_epoch(trainer, "train")
         if not self._restored and self._records_root is not None and trainer.is_global_zero:
             for split in self._split_names(trainer):
                 EpochRecorder.discard_previous(self._records_root, split)  # a fresh fit: no epochs of other runs
@@ -368,6 +383,7 @@ class PerSampleAccumulator(DifficultyCallback):
                 "divergence (lower the learning rate, clip gradients, check the inputs) and resume."
             )
         count, labels = count[:-1], labels[:-1]
+        self._warn_wide_logits(split, acc.num_classes, labels)
         seen = count > 0
         means = {name: np.where(seen, t.cpu().numpy()[:-1] / np.maximum(count, 1), np.nan) for name, t in sums.items()}
         self.fold(acc.states, means, seen)
@@ -386,6 +402,16 @@ class PerSampleAccumulator(DifficultyCallback):
         acc.reset_epoch()
         acc.open_epoch = None
         self._log_epoch(trainer, split, epoch, scalars, means, seen)
+
+    def _warn_wide_logits(self, split: str, width: int, labels: np.ndarray) -> None:
+        classes = int(labels.max()) + 1 if labels.size else 0
+        if split not in self._warned_width and classes and width > classes:
+            self._warned_width.add(split)
+            rank_zero_warn(
+                f"{type(self).__name__}: the captured logits of split {split!r} have {width} columns but the labels seen "
+                f"span {classes} classes. If `forward` returns features and the step applies a head, the scores are "
+                'wrong: pass logits_from="<the head module>". (Ignore this if the model has unused classes.)'
+            )
 
     def _log_epoch(
         self,

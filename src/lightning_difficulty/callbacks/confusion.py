@@ -86,9 +86,9 @@ class ConfusionScore(PerSampleAccumulator):
         return {s: {e: v["confusion"] for e, v in per.items()} for s, per in self.epoch_scalars().items()}
 
     @override
-    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+    def column_info(self) -> dict[str, ColumnInfo]:
         num_classes = max((acc.num_classes for acc in self._accumulators.values()), default=0)
-        info = {
+        return {
             "confusion": ColumnInfo(
                 "softmax entropy averaged over the epochs the sample was seen (Simsek et al. 2022); NaN = never seen",
                 unit="nats",
@@ -97,8 +97,11 @@ class ConfusionScore(PerSampleAccumulator):
                 perspective=True,
             )
         }
+
+    @override
+    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
         summary = {
             split: {"epochs": len(means), "mean_confusion_per_epoch": means}
             for split, means in self.epoch_means.items()
         }
-        return Contribution(columns=self.columns(), info=info, summary=summary)
+        return Contribution(columns=self.columns(), info=self.column_info(), summary=summary)

@@ -7,7 +7,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_difficulty.callbacks.accumulator import PerSampleAccumulator, SampleState
-from lightning_difficulty.callbacks.base import ColumnInfo, Contribution
+from lightning_difficulty.callbacks.base import ColumnInfo
 from lightning_difficulty.functional import dynamics as F
 
 _STATES = {
@@ -73,8 +73,8 @@ class TrainingDynamics(PerSampleAccumulator):
         }
 
     @override
-    def compute(self, trainer: object, arrays: object) -> Contribution:
-        return Contribution(columns=self.columns(), info=COLUMN_INFO, summary={"epochs": self.epoch_scalars()})
+    def column_info(self) -> dict[str, ColumnInfo]:
+        return COLUMN_INFO
 
 
 COLUMN_INFO = {

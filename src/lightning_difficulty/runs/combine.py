@@ -55,6 +55,7 @@ from scipy.optimize import brentq
 from lightning_difficulty.functional.confusion import entropy
 from lightning_difficulty.storage.atomic import atomic_path, write_json, write_npy
 from lightning_difficulty.storage.manifest import label_fingerprint as _label_fingerprint
+from lightning_difficulty.storage.records import FORMAT as RECORDS_FORMAT_ID
 
 __all__ = [
     "EntropyBounds",
@@ -70,7 +71,7 @@ __all__ = [
     "write_epoch_record",
 ]
 
-RECORDS_FORMAT = "lightning-difficulty/records"
+RECORDS_FORMAT = RECORDS_FORMAT_ID  # defined once, in storage/records.py, which writes the records
 SUMMARY_FORMAT = "lightning-difficulty/ensemble"
 _KINDS = ("probs", "topk")
 _CHUNK_ELEMENTS = 1 << 21  # float64 values held per chunk of rows (16 MiB)
