@@ -408,9 +408,9 @@ class PerSampleAccumulator(DifficultyCallback):
         if split not in self._warned_width and classes and width > classes:
             self._warned_width.add(split)
             rank_zero_warn(
-                f"{type(self).__name__}: the captured logits of split {split!r} have {width} columns but the labels seen "
-                f"span {classes} classes. If `forward` returns features and the step applies a head, the scores are "
-                'wrong: pass logits_from="<the head module>". (Ignore this if the model has unused classes.)'
+                f"{type(self).__name__}: the captured logits of split {split!r} have {width} columns but the labels "
+                f"seen span {classes} classes. If `forward` returns features and the step applies a head, the scores "
+                'are wrong: pass logits_from="<the head module>". (Ignore this if the model has unused classes.)'
             )
 
     def _log_epoch(

@@ -129,7 +129,9 @@ def log_split_depth_views(
         figures.prediction_depth_histogram_figure(depth, num_probes=num_probes, split=split),
         step,
     )
-    writer.add_histogram(f"difficulty/prediction_depth_hist/{split}", depth, step)
+    writer.add_histogram(
+        f"difficulty/prediction_depth_hist/{split}", depth, step, bins=np.arange(-0.5, num_probes + 1.5)
+    )
     correct = rows["correct"].to_numpy(bool)
     writer.add_figure(
         f"difficulty/accuracy_by_depth/{split}",
@@ -164,6 +166,7 @@ def _log_grid(
         picked["label"].to_numpy(),
         class_names=options.class_names,
         per_class=options.grid_per_class,
+        indices=picked["index"].to_numpy(),
     )
     writer.add_figure(f"difficulty/hardest_easiest/{split}", fig, step)
 
