@@ -6,6 +6,7 @@ pass, probes, leave-one-out, vote, depth, kDN, table) is checked end to end.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ def _reference(model: TinyMLP, train_x: np.ndarray, train_y: np.ndarray, val_x: 
         out["train"][f"knn:{probe}"] = majority_vote(train_y[loo], 4)
         for split, neighbour_ids in (("train", loo), ("val", val_ids)):
             out[split][f"kdn:{probe}"] = (train_y[neighbour_ids] != finals[split][:, None]).mean(axis=1)
+            out[split][f"neighbours:{probe}"] = neighbour_ids
     for split in out:
         votes = np.stack([out[split][f"knn:{p}"] for p in PROBES])
         out[split]["prediction"] = finals[split]
@@ -71,6 +73,14 @@ def test_table_matches_sklearn_recomputation(tmp_path: Path) -> None:
     train_x, train_y = train_set.tensors[0].numpy(), train_set.tensors[1].numpy()
     expected = _reference(model, train_x, train_y, val_set.tensors[0].numpy())
     table = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    # the neighbours kept for the instance views and the dashboard are those of the probes' own search
+    dashboard = tmp_path / "out" / "dashboard"
+    descriptor = json.loads((dashboard / "dashboard.json").read_text())
+    for split in ("train", "val"):
+        stored = descriptor["splits"][split]["neighbours"]
+        ids = np.load(dashboard / stored["ids"])
+        for p, probe in enumerate(stored["probes"]):
+            np.testing.assert_array_equal(ids[:, p, :K], expected[split].pop(f"neighbours:{probe}"), err_msg=probe)
     for split in ("train", "val"):
         rows = table[table["split"] == split].sort_values("index")
         for column, values in expected[split].items():

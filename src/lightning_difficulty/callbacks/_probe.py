@@ -24,6 +24,17 @@ class ProbeConfig:
     use_gpu: bool | str = "auto"
 
 
+def neighbours_by_split(
+    reference: np.ndarray, queries: dict[str, np.ndarray], config: ProbeConfig
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``split -> (distances (N, k), reference ids (N, k))``, nearest first; ``"train"`` queries are leave-one-out."""
+    index = build_index(reference, kind=config.index, use_gpu=config.use_gpu, **dict(config.index_options))  # type: ignore[arg-type]
+    return {
+        split: knn_search(index, embedding, config.k, exclude_self=split == "train")
+        for split, embedding in queries.items()
+    }
+
+
 def neighbour_labels_by_split(
     reference: np.ndarray,
     reference_labels: np.ndarray,
@@ -31,12 +42,8 @@ def neighbour_labels_by_split(
     config: ProbeConfig,
 ) -> dict[str, np.ndarray]:
     """``split -> (N, k)`` labels of each sample's neighbours; ``"train"`` queries are leave-one-out."""
-    index = build_index(reference, kind=config.index, use_gpu=config.use_gpu, **dict(config.index_options))  # type: ignore[arg-type]
-    out = {}
-    for split, embedding in queries.items():
-        _, ids = knn_search(index, embedding, config.k, exclude_self=split == "train")
-        out[split] = np.asarray(reference_labels)[ids]
-    return out
+    found = neighbours_by_split(reference, queries, config)
+    return {split: np.asarray(reference_labels)[ids] for split, (_, ids) in found.items()}
 
 
 def check_k_fits_reference(trainer: pl.Trainer, k: int, reference: DataLoader | None, owner: str) -> None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
@@ -156,6 +157,8 @@ class PerSampleAccumulator(DifficultyCallback):
         self._records_root: Path | None = None
         self._restored = False
         self._warned_width: set[str] = set()
+        self._strategy: Strategy | None = None
+        self._rank = 0
 
     # -- what a measure supplies ------------------------------------------------------------------
     def per_batch(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -207,6 +210,8 @@ class PerSampleAccumulator(DifficultyCallback):
         self._accumulators, self._checked, self._restored, self._batch = {}, set(), False, None
         self._warned_width = set()
         self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
+        self._strategy = trainer.strategy  # state_dict() gets no trainer, but its collectives go through the strategy
+        self._rank = trainer.global_rank
         self._tap.attach(pl_module)
 
     @override
@@ -455,14 +460,14 @@ class PerSampleAccumulator(DifficultyCallback):
                 "epoch_scalars": {e: dict(v) for e, v in acc.epoch_scalars.items()},
                 "record_epochs": list(acc.recorder.epochs) if acc.recorder else [],
             }
-            if acc.open_epoch is not None:  # a checkpoint taken inside an epoch: the epoch so far, reduced
-                reduce = self._reduce_for_checkpoint
+            if acc.open_epoch is not None and self._strategy is not None:  # inside an epoch: the epoch so far
+                reduce = self._strategy.reduce
                 entry["open_epoch"] = acc.open_epoch
-                entry["sums"] = {name: reduce(t.clone(), "sum").cpu() for name, t in acc.sums.items()}
-                entry["count"] = reduce(acc.count.clone(), "sum").cpu()
-                entry["epoch_labels"] = reduce(acc.epoch_labels.clone(), "max").cpu()
-                rows = acc.recorder.log_offsets() if acc.recorder else 0
-                entry["log_rows"] = self._gather_rows(rows, acc.device)
+                entry["sums"] = {name: reduce(t.clone(), reduce_op="sum").cpu() for name, t in acc.sums.items()}
+                entry["count"] = reduce(acc.count.clone(), reduce_op="sum").cpu()
+                entry["epoch_labels"] = reduce(acc.epoch_labels.clone(), reduce_op="max").cpu()
+                rows = torch.tensor([acc.recorder.log_offsets() if acc.recorder else 0], device=acc.device)
+                entry["log_rows"] = self._strategy.all_gather(rows).flatten().tolist()
             splits[split] = entry
         return {"version": 2, "splits": splits}
 
@@ -494,32 +499,6 @@ class PerSampleAccumulator(DifficultyCallback):
             elif acc.recorder is not None:
                 acc.recorder.discard_log()
             self._accumulators[split] = acc
-
-    # state_dict() runs outside hooks that hand us the trainer: the collectives use the process group directly
-    @property
-    def _rank(self) -> int:
-        return torch.distributed.get_rank() if _distributed() else 0
-
-    @staticmethod
-    def _reduce_for_checkpoint(tensor: Tensor, op: str) -> Tensor:
-        if _distributed():
-            torch.distributed.all_reduce(
-                tensor, op=torch.distributed.ReduceOp.SUM if op == "sum" else torch.distributed.ReduceOp.MAX
-            )
-        return tensor
-
-    @staticmethod
-    def _gather_rows(rows: int, device: torch.device) -> list[int]:
-        if not _distributed():
-            return [rows]
-        local = torch.tensor([rows], dtype=torch.long, device=device)
-        out = [torch.zeros_like(local) for _ in range(torch.distributed.get_world_size())]
-        torch.distributed.all_gather(out, local)
-        return [int(t.item()) for t in out]
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _fingerprint(labels: np.ndarray) -> str:

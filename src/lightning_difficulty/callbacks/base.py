@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
-from lightning_difficulty.pipeline.contribution import ColumnInfo, Columns, Contribution, NeighbourLookup, View
+from lightning_difficulty.pipeline.contribution import ColumnInfo, Columns, Contribution, Neighbours, View
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -27,7 +27,7 @@ __all__ = [
     "Columns",
     "Contribution",
     "DifficultyCallback",
-    "NeighbourLookup",
+    "Neighbours",
     "ReportComposer",
     "View",
     "composer_of",

@@ -9,10 +9,17 @@ import numpy as np
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._probe import ProbeConfig, check_k_fits_reference, neighbour_labels_by_split
-from lightning_difficulty.callbacks.base import ColumnInfo, Columns, Contribution, DifficultyCallback, output_dir
+from lightning_difficulty.callbacks._probe import ProbeConfig, check_k_fits_reference, neighbours_by_split
+from lightning_difficulty.callbacks.base import (
+    ColumnInfo,
+    Columns,
+    Contribution,
+    DifficultyCallback,
+    Neighbours,
+    output_dir,
+)
 from lightning_difficulty.data import BatchKeys
-from lightning_difficulty.functional.knn import knn_search, knn_vote, neighbour_disagreement
+from lightning_difficulty.functional.knn import knn_vote, neighbour_disagreement
 from lightning_difficulty.functional.prediction_depth import prediction_depth
 from lightning_difficulty.logits import resolve_modules
 from lightning_difficulty.pipeline.capture import (
@@ -29,6 +36,8 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
 
 INPUT_PROBE = "input"
+KEPT_NEIGHBOURS = 8
+"""Nearest training neighbours per probe kept for the instance views and the dashboard."""
 
 
 class PredictionDepth(DifficultyCallback):
@@ -138,7 +147,7 @@ class PredictionDepth(DifficultyCallback):
         arrays = run_capture(trainer, pl_module, plan, output_dir(trainer) / "cache" / "during_fit")
         if trainer.is_global_zero:
             probes = self._probe_names(arrays)
-            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays.splits, probes).items()}
+            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays.splits, probes)[0].items()}
             self.depth_history[trainer.current_epoch] = {s: float(d.mean()) for s, d in depths.items()}
             _log_depths(trainer, depths, trainer.current_epoch)
 
@@ -151,57 +160,40 @@ class PredictionDepth(DifficultyCallback):
         if not trainer.is_global_zero:
             return Contribution()
         probes = self._probe_names(arrays)
-        columns = self._probe_all(arrays.splits, probes)
+        columns, neighbours = self._probe_all(arrays.splits, probes)
         penultimate = probes[-2] if len(probes) > 2 else None
         return Contribution(
             columns=columns,
             info=_column_info(probes),
             summary=self._summary(arrays.splits, columns, probes),
             views=[functools.partial(log_depth_views, probes=probes)],
-            neighbours=functools.partial(self.nearest_neighbours, arrays.splits, probes),
+            neighbours=neighbours,
             probe_names=tuple(probes),
             embeddings={s: d.layers[penultimate] for s, d in arrays.splits.items()} if penultimate else {},
         )
 
-    def _probe_all(self, arrays: dict[str, SplitArrays], probes: list[str]) -> Columns:
+    def _probe_all(self, arrays: dict[str, SplitArrays], probes: list[str]) -> tuple[Columns, Neighbours]:
+        """The probes' columns, and each sample's nearest training neighbours per probe (the first
+        ``KEPT_NEIGHBOURS`` of the same search) for the instance views and the dashboard."""
         reference = arrays["train"]
         ref_labels = np.asarray(reference.labels)
         final = {split: data.predictions for split, data in arrays.items()}
         votes: dict[str, list[np.ndarray]] = {split: [] for split in arrays}
         out: Columns = {split: {} for split in arrays}
+        kept: Neighbours = {split: {} for split in arrays}
         for probe in probes:
             embeddings = {split: _probe_embedding(data, probe) for split, data in arrays.items()}
-            neighbours = neighbour_labels_by_split(
-                _probe_embedding(reference, probe), ref_labels, embeddings, self.probe
-            )
-            for split, labels in neighbours.items():
+            found = neighbours_by_split(_probe_embedding(reference, probe), embeddings, self.probe)
+            for split, (distances, ids) in found.items():
+                kept[split][probe] = (distances[:, :KEPT_NEIGHBOURS], ids[:, :KEPT_NEIGHBOURS])
+                labels = ref_labels[ids]
                 vote = knn_vote(labels, num_classes=reference.logits.shape[1])
                 votes[split].append(vote)
                 out[split][f"knn:{probe}"] = vote
                 out[split][f"kdn:{probe}"] = neighbour_disagreement(labels, final[split])
         for split in arrays:
             out[split]["prediction_depth"] = prediction_depth(np.stack(votes[split]), final[split])
-        return out
-
-    @staticmethod
-    def nearest_neighbours(
-        arrays: dict[str, SplitArrays], probes: list[str], split: str, indices: np.ndarray, k: int = 5
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """For the given samples of ``split``: ``probe -> (distances (n, k), training ids (n, k))``.
-
-        Training samples leave themselves out. Reads the fit-end arrays, so it works until the report removes
-        its cache (``DifficultyReport(keep_cache=True)`` keeps it).
-        """
-        out = {}
-        reference = arrays["train"]
-        rows = np.asarray(indices)
-        for probe in probes:
-            queries = _probe_embedding(arrays[split], probe)[rows]
-            ids = rows if split == "train" else None
-            out[probe] = knn_search(
-                _probe_embedding(reference, probe), queries, k, exclude_self=ids is not None, query_ids=ids
-            )
-        return out
+        return out, kept
 
     def _summary(self, arrays: dict[str, SplitArrays], columns: Columns, probes: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"probes": probes, "k": self.probe.k}

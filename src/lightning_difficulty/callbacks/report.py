@@ -7,6 +7,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,17 +28,31 @@ from lightning_difficulty.data import item_input
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
 from lightning_difficulty.pipeline import analysis
 from lightning_difficulty.pipeline.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
-from lightning_difficulty.pipeline.capture import CapturePlan, FitEndArrays, merge_requests, run_capture
+from lightning_difficulty.pipeline.capture import (
+    CapturePlan,
+    CaptureRequest,
+    FitEndArrays,
+    merge_requests,
+    run_capture,
+)
 from lightning_difficulty.pipeline.compose import BASE_COLUMNS, compose_table, summarise_split
 from lightning_difficulty.pipeline.splits import split_loader
+from lightning_difficulty.storage.atomic import write_json
 from lightning_difficulty.storage.outputs import RunOutputs
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
+    from lightning_difficulty.views.report_views import ImageFetcher
 
-DASHBOARD_NEIGHBOURS = 8
-"""Nearest training neighbours per probe stored for the dashboard's instance view."""
+
+@dataclass
+class Derived:
+    """The table with its derived columns, the shared confusion-band edges and the manifests to write."""
+
+    table: pd.DataFrame
+    bands: dict[str, Any]
+    manifests: dict[str, Any]
 
 
 class DifficultyReport(ReportComposer):
@@ -149,8 +164,13 @@ class DifficultyReport(ReportComposer):
                 "Pass `reference_dataloader=` an un-augmented loader of the same training data."
             )
 
-    def _requests(self, trainer: pl.Trainer) -> list[tuple[str, Any]]:
-        requests = [("DifficultyReport(reference_dataloader=...)", _own_request(self.reference_dataloader))]
+    def _requests(self, trainer: pl.Trainer) -> list[tuple[str, CaptureRequest]]:
+        requests = [
+            (
+                "DifficultyReport(reference_dataloader=...)",
+                CaptureRequest(reference_dataloader=self.reference_dataloader),
+            )
+        ]
         for cb in _difficulty_callbacks(trainer):
             request = cb.capture_request()
             if request is not None:
@@ -166,20 +186,29 @@ class DifficultyReport(ReportComposer):
         arrays = self._capture(trainer, pl_module, run_dir / "cache", skipped)
         contributions = _compute_all(trainer, callbacks, arrays, skipped)
         if trainer.is_global_zero:
-            table, info, shared = compose_table(arrays, contributions, skipped)
-            table = self._derive(table, shared, skipped)
-            summary = self._summarise(trainer, table, contributions, info, skipped)
-            outputs = self._outputs(trainer, run_dir, table, info, summary)
-            outputs.commit()
-            self.table, self.summary = table, summary
-            self._write_dashboard(trainer, run_dir, table, shared, skipped)
-            self._log_views(trainer, table, shared, contributions, skipped)
+            composed, info, shared = compose_table(arrays, contributions, skipped)
+            derived = self._derive(composed, shared, skipped)
+            info = {**BASE_COLUMNS, **info}
+            perspectives = tuple(name for name, meta in info.items() if meta.perspective)
+            summary = self._summarise(trainer, derived, contributions, perspectives, skipped)
+            self._outputs(trainer, run_dir, derived, info, summary).commit()
+            self.table, self.summary = derived.table, summary
+            images = _image_fetcher(trainer, self._plan.batch_keys)
+            class_names = self._class_names(derived.table, skipped)
+            self._write_dashboard(run_dir, derived.table, shared, class_names, images, skipped)
+            view_inputs = (class_names, perspectives, images)
+            self._log_views(trainer, derived.table, shared, contributions, view_inputs, skipped)
+            if len(skipped) > len(summary["skipped"]):  # views skipped after the set was written: record them too
+                summary["skipped"] = list(skipped)
+                write_json(run_dir / "summary.json", summary)
         trainer.strategy.barrier()
         if trainer.is_global_zero and not self.keep_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
-    def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, cache: Path, skipped: list[str]) -> Any:
-        plan = merge_requests(self._requests(trainer))
+    def _capture(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, cache: Path, skipped: list[str]
+    ) -> FitEndArrays:
+        plan = self._plan
         try:
             return run_capture(trainer, pl_module, plan, cache)
         except Exception as err:  # layers or inputs the pass cannot store: keep what every table needs
@@ -195,23 +224,23 @@ class DifficultyReport(ReportComposer):
             )
             return run_capture(trainer, pl_module, minimal, cache)
 
-    def _derive(self, table: pd.DataFrame, shared: Contribution, skipped: list[str]) -> pd.DataFrame:
+    def _derive(self, table: pd.DataFrame, shared: Contribution, skipped: list[str]) -> Derived:
         """Derived columns: confusion bands (edges shared by all splits), hard, group, pattern, error category."""
         table = table.copy()
-        self._bands: dict[str, Any] = {}
+        bands: dict[str, Any] = {}
         if "confusion" in table and np.isfinite(table["confusion"].to_numpy(float)).sum() > 1:
             edges, fitted_on = analysis.confusion_band_edges(table, self.num_bands)
             table["confusion_band"] = analysis.band_column(table["confusion"].to_numpy(float), edges)
-            self._bands = {"edges": edges.tolist(), "fitted_on": fitted_on}
+            bands = {"edges": edges.tolist(), "fitted_on": fitted_on}
         parts = dict(tuple(table.groupby("split", sort=False)))
-        self._manifests: dict[str, Any] = {}
+        manifests: dict[str, Any] = {}
         for split, rows in parts.items():
             rows = rows.copy()
             self._warn_unscored(str(split), rows)
             if self.hard_subset is not None:
                 rows["hard"], manifest = analysis.hard_column(rows, self.hard_subset)
                 if manifest is not None and split == self.hard_subset.split:
-                    self._manifests["hard_subset"] = manifest
+                    manifests["hard_subset"] = manifest
             patterns = analysis.difficulty_patterns(rows, self.taxonomy)
             if patterns is not None:
                 rows["pattern"] = patterns
@@ -227,10 +256,10 @@ class DifficultyReport(ReportComposer):
         if self.groups is not None and self.groups.split in parts:
             groups = analysis.group_manifest(parts[self.groups.split], self.groups)
             if groups is not None:
-                self._manifests["groups"] = groups
+                manifests["groups"] = groups
                 for rows in parts.values():
                     rows["group"] = analysis.group_column(rows, groups)
-        return pd.concat(parts.values(), ignore_index=True)
+        return Derived(pd.concat(parts.values(), ignore_index=True), bands, manifests)
 
     def _warn_unscored(self, split: str, rows: pd.DataFrame) -> None:
         if "confusion" in rows:
@@ -245,18 +274,16 @@ class DifficultyReport(ReportComposer):
     def _summarise(
         self,
         trainer: pl.Trainer,
-        table: pd.DataFrame,
+        derived: Derived,
         contributions: dict[str, tuple[DifficultyCallback, Contribution]],
-        info: dict[str, ColumnInfo],
+        perspectives: Sequence[str],
         skipped: list[str],
     ) -> dict[str, Any]:
         from lightning_difficulty import __version__
 
-        perspectives = [name for name, meta in {**BASE_COLUMNS, **info}.items() if meta.perspective]
-        self._perspectives = tuple(perspectives)
         splits = {
-            str(split): summarise_split(rows, perspectives, self.num_bands, self._bands.get("edges"))
-            for split, rows in table.groupby("split", sort=False)
+            str(split): summarise_split(rows, perspectives, self.num_bands, derived.bands.get("edges"))
+            for split, rows in derived.table.groupby("split", sort=False)
         }
         summary: dict[str, Any] = {
             "format": "lightning-difficulty/summary",
@@ -281,12 +308,12 @@ class DifficultyReport(ReportComposer):
                 key: {"callback": type(cb).__name__, **part.summary} for key, (cb, part) in contributions.items()
             },
         }
-        if self._bands:
-            summary["confusion_bands"] = self._bands
-        hard = self._manifests.get("hard_subset")
+        if derived.bands:
+            summary["confusion_bands"] = derived.bands
+        hard = derived.manifests.get("hard_subset")
         if hard is not None:
             summary["hard_subset"] = {"split": hard.split, "size": len(hard.indices), "threshold": hard.threshold}
-        groups = self._manifests.get("groups")
+        groups = derived.manifests.get("groups")
         if groups is not None:
             summary["groups"] = {"split": groups.split, "edges": list(groups.edges), "sizes": list(groups.sizes)}
         summary["skipped"] = list(skipped)
@@ -296,16 +323,16 @@ class DifficultyReport(ReportComposer):
         self,
         trainer: pl.Trainer,
         run_dir: Path,
-        table: pd.DataFrame,
+        derived: Derived,
         info: dict[str, ColumnInfo],
         summary: dict[str, Any],
     ) -> RunOutputs:
         metadata = {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "run_id": summary["run_id"]}
         outputs = RunOutputs(run_dir, run_id=summary["run_id"])
-        columns = {name: _info_json(meta) for name, meta in {**BASE_COLUMNS, **info}.items() if name in table}
-        outputs.table(table, columns)
+        columns = {name: _info_json(meta) for name, meta in info.items() if name in derived.table}
+        outputs.table(derived.table, columns)
         outputs.json("columns.json", {"format": "lightning-difficulty/columns", "version": 1, "columns": columns})
-        for name, manifest in self._manifests.items():
+        for name, manifest in derived.manifests.items():
             outputs.manifest(f"{name}.json", dataclasses.replace(manifest, metadata=metadata))
         outputs.json("summary.json", summary)
         return outputs
@@ -320,25 +347,25 @@ class DifficultyReport(ReportComposer):
         return names
 
     def _write_dashboard(
-        self, trainer: pl.Trainer, run_dir: Path, table: pd.DataFrame, shared: Contribution, skipped: list[str]
+        self,
+        run_dir: Path,
+        table: pd.DataFrame,
+        shared: Contribution,
+        class_names: list[str],
+        images: ImageFetcher | None,
+        skipped: list[str],
     ) -> None:
         """The TensorBoard dashboard's assets (projection, thumbnails, neighbours) beside the table."""
         from lightning_difficulty.dashboard import write_dashboard_assets
 
         try:
-            neighbours = None
-            if shared.neighbours is not None:
-                neighbours = {
-                    str(split): shared.neighbours(str(split), rows["index"].to_numpy(), DASHBOARD_NEIGHBOURS)
-                    for split, rows in table.groupby("split", sort=False)
-                }
             write_dashboard_assets(
                 run_dir,
                 table,
-                class_names=self._class_names(table, []),
+                class_names=class_names,
                 embeddings=shared.embeddings or None,
-                images=_image_fetcher(trainer, self._plan.batch_keys),
-                neighbours=neighbours,
+                images=images,
+                neighbours=shared.neighbours,
                 probe_names=shared.probe_names or None,
             )
         except Exception as err:
@@ -350,6 +377,7 @@ class DifficultyReport(ReportComposer):
         table: pd.DataFrame,
         shared: Contribution,
         contributions: dict[str, tuple[DifficultyCallback, Contribution]],
+        view_inputs: tuple[list[str], tuple[str, ...], ImageFetcher | None],
         skipped: list[str],
     ) -> None:
         from lightning_difficulty.views import report_views
@@ -359,8 +387,7 @@ class DifficultyReport(ReportComposer):
         if logger is None:
             warn_no_tensorboard(trainer, "figures, image grids and the projector")
             return
-        class_names = self._class_names(table, skipped)
-        images = _image_fetcher(trainer, self._plan.batch_keys)
+        class_names, perspectives, images = view_inputs
         context = report_views.ViewContext(
             writer=logger.experiment,
             log_dir=logger.log_dir,
@@ -373,7 +400,7 @@ class DifficultyReport(ReportComposer):
             images=images,
             neighbours=shared.neighbours,
             embeddings=shared.embeddings,
-            perspectives=self._perspectives,
+            perspectives=perspectives,
         )
         views: list[tuple[str, Callable[[Any], None]]] = [("report views", report_views.log_report_views)]
         views += [(key, view) for key, (_, part) in contributions.items() for view in part.views]
@@ -387,12 +414,6 @@ class DifficultyReport(ReportComposer):
 
 def _difficulty_callbacks(trainer: pl.Trainer) -> list[DifficultyCallback]:
     return [cb for cb in trainer.callbacks if isinstance(cb, DifficultyCallback)]  # type: ignore[attr-defined]
-
-
-def _own_request(reference_dataloader: Any) -> Any:
-    from lightning_difficulty.pipeline.capture import CaptureRequest
-
-    return CaptureRequest(reference_dataloader=reference_dataloader)
 
 
 def _compute_all(
@@ -434,7 +455,7 @@ def _augments(loader: Any) -> bool:
     return False
 
 
-def _image_fetcher(trainer: pl.Trainer, keys: Any) -> Callable[[str, Sequence[int]], torch.Tensor] | None:
+def _image_fetcher(trainer: pl.Trainer, keys: Any) -> ImageFetcher | None:
     """``(split, indices) -> stacked inputs`` for image datasets; ``None`` for anything else."""
 
     def fetch(split: str, indices: Sequence[int]) -> torch.Tensor:

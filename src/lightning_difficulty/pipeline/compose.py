@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_warn
+from scipy.special import softmax
 
 from lightning_difficulty.functional.bands import band_error_correlation
+from lightning_difficulty.functional.dynamics import self_confidence_score
 from lightning_difficulty.pipeline import analysis
 from lightning_difficulty.pipeline.capture import FitEndArrays
 from lightning_difficulty.pipeline.contribution import ColumnInfo, Contribution
@@ -103,12 +105,10 @@ def compose_table(
 
 
 def _self_confidence_issue(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
+    """:func:`~lightning_difficulty.functional.dynamics.self_confidence_score` of the labelled rows; NaN elsewhere."""
     out = np.full(len(labels), np.nan)
     known = (labels >= 0) & (labels < logits.shape[1])
-    out[known] = 1.0 - probs[np.flatnonzero(known), labels[known]]
+    out[known] = self_confidence_score(softmax(logits[known], axis=1), labels[known])
     return out
 
 

@@ -17,8 +17,8 @@ Columns = dict[str, dict[str, np.ndarray]]
 View = Callable[["ViewContext"], None]
 """A TensorBoard view a callback contributes; the report calls it once with the finished table."""
 
-NeighbourLookup = Callable[[str, np.ndarray, int], dict[str, tuple[np.ndarray, np.ndarray]]]
-"""``(split, dataset indices, k) -> probe -> (distances (n, k), training ids (n, k))``."""
+Neighbours = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+"""``split -> probe -> (distances (N, k), training ids (N, k))``, nearest first, row i = dataset index i."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,6 @@ class Contribution:
     summary: dict[str, Any] = field(default_factory=dict)
     views: list[View] = field(default_factory=list)
     annotation_counts: dict[str, np.ndarray] = field(default_factory=dict)
-    neighbours: NeighbourLookup | None = None
+    neighbours: Neighbours | None = None
     probe_names: tuple[str, ...] = ()
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lightning_difficulty.pipeline.contribution import NeighbourLookup
+from lightning_difficulty.pipeline.contribution import Neighbours
 from lightning_difficulty.views import figures
 from lightning_difficulty.views.images import hardest_easiest_grid_figure, neighbour_strip_figure, to_display_images
 from lightning_difficulty.views.projector import write_projector
@@ -43,7 +42,7 @@ class ViewContext:
     step: int
     options: ViewOptions
     images: ImageFetcher | None = None
-    neighbours: NeighbourLookup | None = None
+    neighbours: Neighbours | None = None
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     perspectives: tuple[str, ...] = ()
 
@@ -67,8 +66,8 @@ def log_depth_views(ctx: ViewContext, *, probes: list[str]) -> None:
         log_split_depth_views(ctx.writer, str(split), rows, probes, ctx.step, ctx.options)
         if ctx.images is not None and ctx.neighbours is not None:
             train_labels = ctx.table.loc[ctx.table["split"] == "train", "label"].to_numpy()
-            lookup = functools.partial(ctx.neighbours, str(split))
-            log_instance_views(ctx.writer, str(split), rows, lookup, train_labels, ctx.step, ctx.options, ctx.images)
+            found = ctx.neighbours[str(split)]
+            log_instance_views(ctx.writer, str(split), rows, found, train_labels, ctx.step, ctx.options, ctx.images)
 
 
 def log_split_views(
@@ -206,17 +205,24 @@ def log_instance_views(
     writer: Any,
     split: str,
     rows: pd.DataFrame,
-    neighbours: Callable[..., dict[str, tuple[np.ndarray, np.ndarray]]],
+    neighbours: dict[str, tuple[np.ndarray, np.ndarray]],
     train_labels: np.ndarray,
     step: int,
     options: ViewOptions,
     fetch: ImageFetcher,
 ) -> None:
-    """For the most telling samples of each pattern: the sample and its nearest training neighbours per probe."""
+    """For the most telling samples of each pattern: the sample and its nearest training neighbours per probe.
+
+    ``neighbours``: ``probe -> (distances (N, k), training ids (N, k))`` of the split, row i = dataset index i.
+    """
     picks = _interesting_samples(rows, options.instances_per_pattern)
     if not picks:
         return
-    found = neighbours(np.asarray([i for _, i in picks]), options.neighbours)
+    chosen = np.asarray([i for _, i in picks])
+    found = {
+        probe: (d[chosen, : options.neighbours], i[chosen, : options.neighbours])
+        for probe, (d, i) in neighbours.items()
+    }
     names = options.class_names
     for position, (pattern, index) in enumerate(picks):
         row = rows[rows["index"] == index].iloc[0]
