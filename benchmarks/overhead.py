@@ -2,7 +2,8 @@
 
 Prints a table of median wall-clock seconds per configuration and the median of the per-repeat
 ratios against the plain run (ratios taken within one repeat, so machine drift cancels).
-Target: ConfusionScore <= 1.03 (one softmax and one ``index_add`` per batch).
+Targets: ConfusionScore <= 1.03 (one softmax and one ``index_add`` per batch); TrainingDynamics (four values
+per sample per batch) and both together <= 1.03.
 
     python benchmarks/overhead.py                 # digits, 10 epochs, 5 repeats
     python benchmarks/overhead.py --dataset cifar10 --data-dir ../shared/data --train-subset 5000
@@ -22,7 +23,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_difficulty import ConfusionScore, DataDifficulty, DifficultyReport, IndexedDataset, PredictionDepth
+from lightning_difficulty import (
+    ConfusionScore,
+    DataDifficulty,
+    DifficultyReport,
+    IndexedDataset,
+    PredictionDepth,
+    TrainingDynamics,
+)
 from lightning_difficulty.demo.datasets import Splits, default_data_dir, load_cifar10_splits, load_digits_splits
 from lightning_difficulty.demo.models import SmallCNN
 
@@ -30,6 +38,8 @@ CONFIGS: dict[str, Callable[[Path], list[Any]]] = {
     "plain": lambda out: [],
     "ConfusionScore (probs record)": lambda out: [ConfusionScore(record_dir=str(out / "records"))],
     "ConfusionScore (no record)": lambda out: [ConfusionScore(record="none")],
+    "TrainingDynamics": lambda out: [TrainingDynamics()],
+    "ConfusionScore + TrainingDynamics": lambda out: [ConfusionScore(record="none"), TrainingDynamics()],
     "all callbacks + report (incl. fit-end analysis)": lambda out: [
         ConfusionScore(),
         PredictionDepth(),

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.special import softmax
 
 from lightning_difficulty import ConfusionScore, DifficultyReport, TrainingDynamics
@@ -65,3 +66,67 @@ def test_dynamics_match_numpy_recomputation(tmp_path: Path) -> None:
     assert set(rows["dm_region"]) <= {"easy", "ambiguous", "hard"}
     assert table.loc[table["split"] == "val", "dm_confidence"].isna().all()  # default: the training loop only
     assert forgetting.sum() > 0  # the check is only meaningful when something is forgotten
+
+
+def test_epoch_curves_data_map_and_score_correlations(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from scipy.stats import spearmanr
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val = loaders(shuffle=True)
+    model = TinyMLP(keep_logits=True)
+    report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)
+    loggers = [CSVLogger(str(tmp_path), name="csv"), TensorBoardLogger(str(tmp_path), name="tb")]
+    kwargs = trainer_kwargs(tmp_path, logger=loggers)
+    trainer = L.Trainer(max_epochs=4, callbacks=[ConfusionScore(), TrainingDynamics(), report], **kwargs)
+    trainer.fit(model, train, val)
+
+    labels = blobs(48, seed=1).tensors[1].numpy()
+    epochs = _per_epoch(model.kept["train"], labels)
+    correct = np.stack([epochs[e]["correct"] for e in sorted(epochs)]).astype(bool)
+    margin = np.stack([epochs[e]["margin"] for e in sorted(epochs)])
+    metrics = pd.read_csv(Path(loggers[0].log_dir) / "metrics.csv")
+    for name, expected in (
+        # cumulative forgetting events and mean AUM so far, after each epoch
+        ("forgetting_events", [(correct[:e][:-1] & ~correct[:e][1:]).sum() for e in range(1, 5)]),
+        ("aum_mean", [margin[:e].mean(axis=0).mean() for e in range(1, 5)]),
+        ("margin_mean", margin.mean(axis=1)),
+    ):
+        logged = metrics[["step", f"difficulty/{name}/train"]].dropna().sort_values("step")
+        assert logged["step"].tolist() == [0, 1, 2, 3]
+        np.testing.assert_allclose(logged[f"difficulty/{name}/train"], expected, rtol=1e-5, err_msg=name)
+
+    events = EventAccumulator(str(loggers[1].log_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert "difficulty/data_map/train" in events.Tags()["images"]
+
+    table = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    rows = table[table["split"] == "train"]
+    pairs = report.summary["splits"]["train"]["score_correlations"]
+    for pair in ("label_issue_score|aum", "confusion|dm_confidence", "aum|el2n"):
+        a, b = pair.split("|")
+        key = pair if pair in pairs else f"{b}|{a}"
+        assert pairs[key]["spearman"] == pytest.approx(spearmanr(rows[a], rows[b]).statistic)
+        assert pairs[key]["n"] == 48
+
+
+def test_mid_epoch_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from tests.test_robustness import CrashAt, Net, ResumableLoader, fit, make_loaders, read_table, report
+
+    columns = ["dm_confidence", "dm_variability", "dm_correctness", "forgetting", "never_learned", "aum", "el2n"]
+    fit(tmp_path / "full", Net(), [TrainingDynamics(), report()], epochs=3)
+    full = read_table(tmp_path / "full" / "difficulty")
+
+    root = tmp_path / "crashed"
+    ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(root, Net(), [TrainingDynamics(), report(), ckpt, CrashAt(10)], epochs=3, enable_checkpointing=True)
+    train, val = make_loaders(loader=ResumableLoader)
+    train.skip = 3  # the checkpoint at step 9 is three batches into epoch 1
+    callbacks = [TrainingDynamics(), report()]
+    fit(root, Net(), callbacks, epochs=3, train=train, val=val, ckpt_path=str(root / "ckpt" / "epoch=1-step=9.ckpt"))
+    resumed = read_table(root / "difficulty")
+    pd.testing.assert_frame_equal(resumed[["split", "index", *columns]], full[["split", "index", *columns]])
+    assert full["forgetting"].sum() > 0 or full["dm_variability"].max() > 0  # the columns carry information

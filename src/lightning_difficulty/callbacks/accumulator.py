@@ -173,6 +173,10 @@ class PerSampleAccumulator(DifficultyCallback):
         """The table columns of one split from its states."""
         raise NotImplementedError
 
+    def state_scalars(self, states: dict[str, np.ndarray]) -> dict[str, float]:
+        """Extra per-epoch scalars from the folded states (logged beside each value's epoch mean); default: none."""
+        return {}
+
     def column_info(self) -> dict[str, ColumnInfo]:
         """What each column means (``columns.json``); default: the column names only."""
         return {}
@@ -394,6 +398,7 @@ class PerSampleAccumulator(DifficultyCallback):
         self.fold(acc.states, means, seen)
         acc.labels[labels >= 0] = labels[labels >= 0]
         scalars = {name: float(v[seen].mean()) if seen.any() else float("nan") for name, v in means.items()}
+        scalars.update(self.state_scalars(acc.states))
         acc.epoch_scalars[epoch] = scalars
         if acc.recorder is not None:
             acc.recorder.label_fingerprint = None if (acc.labels < 0).any() else _fingerprint(acc.labels)
@@ -429,7 +434,8 @@ class PerSampleAccumulator(DifficultyCallback):
     ) -> None:
         from lightning_difficulty.views.tensorboard import log_epoch_curves
 
-        log_epoch_curves(trainer, split, epoch, scalars, {name: v[seen] for name, v in means.items()})
+        curves = {(f"{name}_mean" if name in self.values else name): value for name, value in scalars.items()}
+        log_epoch_curves(trainer, split, epoch, curves, {name: v[seen] for name, v in means.items()})
 
     def _split_names(self, trainer: pl.Trainer) -> list[str]:
         names = ["train"] if "train" in self.splits else []

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from torch import Tensor
 from typing_extensions import override
 
 from lightning_difficulty.callbacks.accumulator import PerSampleAccumulator, SampleState
-from lightning_difficulty.callbacks.base import ColumnInfo
+from lightning_difficulty.callbacks.base import ColumnInfo, Contribution
 from lightning_difficulty.functional import dynamics as F
+from lightning_difficulty.pipeline.capture import FitEndArrays
+from lightning_difficulty.views.dynamics import log_data_maps
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 _STATES = {
     **F.DataMapState.zeros(0).as_states(),
@@ -73,12 +80,29 @@ class TrainingDynamics(PerSampleAccumulator):
         }
 
     @override
+    def state_scalars(self, states: dict[str, np.ndarray]) -> dict[str, float]:
+        """Per epoch: the mean AUM so far and the forgetting events so far (cumulative)."""
+        aum = F.aum(F.AumState.from_states(states))
+        return {
+            "aum_mean": float(np.nanmean(aum)) if np.isfinite(aum).any() else float("nan"),
+            "forgetting_events": float(states["forgetting_count"].sum()),
+        }
+
+    @override
     def column_info(self) -> dict[str, ColumnInfo]:
         return COLUMN_INFO
 
+    @override
+    def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        contribution = super().compute(trainer, arrays)
+        contribution.views.append(log_data_maps)
+        return contribution
+
 
 COLUMN_INFO = {
-    "dm_confidence": ColumnInfo("mean over epochs of p(label) (data maps)", range=(0.0, 1.0), higher_is_harder=False),
+    "dm_confidence": ColumnInfo(
+        "mean over epochs of p(label) (data maps)", range=(0.0, 1.0), higher_is_harder=False, perspective=True
+    ),
     "dm_variability": ColumnInfo("std over epochs of p(label), ddof 0 (data maps)", range=(0.0, 0.5)),
     "dm_correctness": ColumnInfo("share of epochs where argmax == label", range=(0.0, 1.0), higher_is_harder=False),
     "dm_region": ColumnInfo("easy (confidence >= 0.5), ambiguous (variability >= 0.2), hard, or unseen"),

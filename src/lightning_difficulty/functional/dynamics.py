@@ -270,12 +270,18 @@ def dm_correctness(state: DataMapState) -> NDArray[np.float64]:
     return _mean(state.dm_correct_sum, state.dm_epochs)
 
 
+CONFIDENCE_THRESHOLD = 0.5
+"""Data maps: ``easy`` at or above this mean ``p(label)`` (unless ambiguous)."""
+VARIABILITY_THRESHOLD = 0.2
+"""Data maps: ``ambiguous`` at or above this standard deviation of ``p(label)`` over epochs."""
+
+
 def data_map_regions(
     confidence: ArrayLike,
     variability: ArrayLike,
     *,
-    confidence_threshold: float = 0.5,
-    variability_threshold: float = 0.2,
+    confidence_threshold: float = CONFIDENCE_THRESHOLD,
+    variability_threshold: float = VARIABILITY_THRESHOLD,
 ) -> NDArray[np.str_]:
     """Data-map region per sample, the paper's reading of the confidence/variability scatter.
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_warn
 from scipy.special import softmax
+from scipy.stats import spearmanr
 
 from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.dynamics import self_confidence_score
@@ -132,12 +133,32 @@ def summarise_split(
                 )
     if "human_difficulty" in rows and rows["human_difficulty"].notna().any():
         entry["human_correlations"] = analysis.correlations(rows, perspectives)
+    pairs = score_correlations(rows, perspectives)
+    if pairs:
+        entry["score_correlations"] = pairs
     if "pattern" in rows and rows["pattern"].notna().all():
         entry["patterns"] = analysis.pattern_report(rows)
         entry["model_perspective"] = analysis.model_perspective(rows)
     if "error_category" in rows and rows["error_category"].notna().all():
         entry["error_categories"] = analysis.error_report(rows, band_column="confusion_band")
     return entry
+
+
+def score_correlations(rows: pd.DataFrame, scores: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Spearman rho of every pair of the scores present, over the rows where both are finite.
+
+    ``{"a|b": {"spearman": rho, "n": rows}}``; a pair with fewer than 3 rows or a constant score is left out.
+    """
+    present = [c for c in scores if c in rows and pd.api.types.is_numeric_dtype(rows[c])]
+    out: dict[str, dict[str, float]] = {}
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
+            x, y = rows[a].to_numpy(float), rows[b].to_numpy(float)
+            both = np.isfinite(x) & np.isfinite(y)
+            if both.sum() < 3 or np.ptp(x[both]) == 0 or np.ptp(y[both]) == 0:
+                continue
+            out[f"{a}|{b}"] = {"spearman": float(spearmanr(x[both], y[both]).statistic), "n": int(both.sum())}
+    return out
 
 
 def band_summary(

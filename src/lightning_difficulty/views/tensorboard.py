@@ -38,11 +38,11 @@ def warn_no_tensorboard(trainer: pl.Trainer, what: str) -> None:
 def log_epoch_curves(
     trainer: pl.Trainer, split: str, epoch: int, means: dict[str, float], per_sample: dict[str, np.ndarray]
 ) -> None:
-    """Per-epoch means to every logger as ``difficulty/<name>_mean/<split>`` (x axis: epoch); the per-sample
+    """Per-epoch scalars to every logger as ``difficulty/<name>/<split>`` (x axis: epoch); the per-sample
     distributions as TensorBoard histograms ``difficulty/<name>/<split>``."""
     if not trainer.is_global_zero:
         return
-    metrics = {f"difficulty/{name}_mean/{split}": value for name, value in means.items() if np.isfinite(value)}
+    metrics = {f"difficulty/{name}/{split}": value for name, value in means.items() if np.isfinite(value)}
     for logger in trainer.loggers:
         if metrics:
             logger.log_metrics(metrics, step=epoch)
