@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -319,3 +320,30 @@ def test_fit_end_measure_without_a_report_says_to_add_one(tmp_path: Path) -> Non
     with pytest.raises(MisconfigurationException, match=r"DifficultyReport\(\)"):
         fit(tmp_path, model, [PredictionDepth(layers=["hidden"], k=3)], epochs=1)
     assert model.steps == 0
+
+
+class _TwoPartStep(L.LightningModule):
+    """A user's module written for (x, y) batches, trained on IndexedDataset's (x, y, index)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_step_that_unpacks_two_parts_gets_the_fix_in_its_error(tmp_path: Path) -> None:
+    from lightning_difficulty.callbacks.base import UNPACK_HINT
+
+    with pytest.raises(ValueError, match="too many values to unpack") as caught:
+        fit(tmp_path, _TwoPartStep(), [ConfusionScore(), report()], epochs=1, no_val=True)
+    assert caught.value.__notes__ == [UNPACK_HINT]  # once, although two callbacks saw the exception
+    assert "x, y, index = batch" in UNPACK_HINT

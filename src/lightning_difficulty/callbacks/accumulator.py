@@ -245,6 +245,7 @@ class PerSampleAccumulator(DifficultyCallback):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
         self._tap.remove()
 
     # -- hooks ------------------------------------------------------------------------------------

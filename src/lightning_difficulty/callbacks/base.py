@@ -60,6 +60,12 @@ def output_dir(trainer: pl.Trainer) -> Path:
     return composer.run_dir(trainer) if composer is not None else default_run_dir(trainer)
 
 
+UNPACK_HINT = (
+    "lightning-difficulty: batches from IndexedDataset are (input, target, index) so that every score is keyed "
+    "by dataset index. Unpack three parts in your steps: `x, y, index = batch` (or `x, y, _ = batch`)."
+)
+
+
 class DifficultyCallback(Callback):
     """A callback that contributes per-sample columns to the difficulty table.
 
@@ -78,6 +84,14 @@ class DifficultyCallback(Callback):
     def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
         """The fit-end work. Runs on every rank (it may call collectives); only rank 0's result is written."""
         return Contribution()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Point a step that fails to unpack the ``(input, target, index)`` batch to the fix."""
+        if isinstance(exception, ValueError) and "too many values to unpack" in str(exception):
+            notes = getattr(exception, "__notes__", [])
+            if not any(UNPACK_HINT in note for note in notes):
+                exception.add_note(UNPACK_HINT)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
