@@ -7,7 +7,8 @@ Playwright and reads ``performance.now()`` in the page:
 - scatter brush: one box selection in the projection updating every other view, synchronously
   (``setFilter``) and up to the next painted frame.
 
-Usage: ``.venv/bin/python benchmarks/dashboard.py [--samples 50000] [--screenshot docs/x.png]``
+Usage: ``.venv/bin/python benchmarks/dashboard.py [--samples 50000] [--screenshot docs/x.png]``, or on a real
+run's log folder instead of the synthetic one: ``--logdir runs/cifar10 --screenshot docs/dashboard_cifar10.png``.
 """
 
 from __future__ import annotations
@@ -62,14 +63,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3, help="page loads for the first-render figure")
     parser.add_argument("--screenshot", type=Path, default=None, help="save a PNG of the dashboard here")
+    parser.add_argument("--logdir", type=Path, default=None, help="a real log folder instead of the synthetic run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        synthetic_run(Path(tmp) / "bench" / "difficulty", {"train": args.samples}, num_classes=10, num_probes=6)
-        print(f"synthetic run written in {time.perf_counter() - start:.1f} s")
+        if args.logdir is None:
+            start = time.perf_counter()
+            synthetic_run(Path(tmp) / "bench" / "difficulty", {"train": args.samples}, num_classes=10, num_probes=6)
+            print(f"synthetic run written in {time.perf_counter() - start:.1f} s")
         port = _free_port()
         exe = Path(sys.executable).with_name("tensorboard")
-        cmd = [str(exe), "--logdir", tmp, "--host", "127.0.0.1", "--port", str(port)]
+        logdir = str(args.logdir or tmp)
+        cmd = [str(exe), "--logdir", logdir, "--host", "127.0.0.1", "--port", str(port)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait(f"http://127.0.0.1:{port}/data/plugins_listing", proc)
@@ -78,7 +82,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    print(f"\nDifficulty dashboard, {args.samples:,} samples, 10 classes, 6 probes (chromium, Playwright)")
+    what = f"run {args.logdir}" if args.logdir else f"{args.samples:,} samples, 10 classes, 6 probes"
+    print(f"\nDifficulty dashboard, {what} (chromium, Playwright)")
     print(f"{'measure':<46}{'median ms':>10}{'max ms':>10}{'budget ms':>11}")
     for name, values, budget in rows:
         print(f"{name:<46}{statistics.median(values):>10.1f}{max(values):>10.1f}{budget:>11}")

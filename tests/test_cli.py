@@ -133,6 +133,8 @@ def test_demo_rerun_removes_only_its_own_files(tmp_path: Path, capsys: pytest.Ca
         (["demo", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
         (["evaluate", "run", "p.npy", "--bands", "1"], "argument --bands: expected at least 2 bands, got 1"),
         (["combine", "run_a"], "the following arguments are required: -o/--out"),
+        (["compare", "a", "b", "--hard-fraction", "0"], "argument --hard-fraction: expected a number in (0, 1], got 0"),
+        (["compare", "a", "b", "--hard-fraction", "1.5"], "argument --hard-fraction: expected a number in (0, 1]"),
     ],
 )
 def test_bad_values_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -334,6 +336,14 @@ def test_compare_score_drives_the_hard_overlap(tmp_path: Path, capsys: pytest.Ca
     shown = capsys.readouterr().out
     both = set(a.loc[a["hard"], "index"]) & set(b.loc[b["hard"], "index"])
     assert f"hard subsets (each run's hard column, top confusion): {len(both) / 4:.1%} of A's" in shown
+
+    # --hard-fraction: each run's top share by the score, here confusion, instead of the `hard` column
+    assert main(["compare", run_a, run_b, "--hard-fraction", "0.25", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    hard_a, hard_b = _top(a, "confusion", 10), _top(b, "confusion", 10)  # 25 % of 40
+    assert result["hard_overlap"] == pytest.approx(len(hard_a & hard_b) / 10)
+    assert result["hard_jaccard"] == pytest.approx(len(hard_a & hard_b) / len(hard_a | hard_b))
+    assert result["hard_rule"] == "top 25% by confusion in each run, ties by index"
 
     assert main(["compare", run_a, run_b, "--score", "label"]) == 2
     err = capsys.readouterr().err

@@ -7,17 +7,11 @@ once; each command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 DESCRIPTION = """\
 Per-sample difficulty of a PyTorch Lightning classifier's training and validation data.
@@ -30,12 +24,6 @@ Per-sample difficulty of a PyTorch Lightning classifier's training and validatio
 RUN is a difficulty folder: the one that holds scores.parquet (e.g. runs/demo/difficulty).
 Run `lightning-difficulty COMMAND --help` for a command's options.
 """
-
-SCORE_COLUMNS = ("confusion", "prediction_depth", "kdn", "human_difficulty", "human_entropy", "human_disagreement")
-"""Columns that ``compare --score`` accepts (one score per sample, higher = harder), besides the patterns below."""
-SCORE_PATTERNS = (r"kdn:.+", r"confusion_run\d+")
-HARD_FRACTION = 0.1
-"""Share of each run's samples that ``compare`` treats as hard when ``--score`` is not ``confusion``."""
 
 
 def _version() -> str:
@@ -57,22 +45,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value:g}")
+    return value
+
+
 def _bands(text: str) -> int:
     value = _positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"expected at least 2 bands, got {value}")
     return value
-
-
-def is_score_column(name: str) -> bool:
-    """Whether a ``scores.parquet`` column is a difficulty score (higher = harder) that ``compare`` can rank.
-
-    Example::
-
-        >>> is_score_column("kdn:block1"), is_score_column("label")
-        (True, False)
-    """
-    return name in SCORE_COLUMNS or any(re.fullmatch(pattern, name) for pattern in SCORE_PATTERNS)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -84,53 +71,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_rows(run: str, split: str) -> tuple[list[str], pd.DataFrame]:
-    from lightning_difficulty.storage.table import read_scores
-
-    table = read_scores(run)
-    return list(table.columns), table[table["split"] == split]
-
-
-def _hard_indices(rows: pd.DataFrame, score: str) -> set[int]:
-    """The top ``HARD_FRACTION`` of a run's split by ``score`` (ties by index), as dataset indices."""
-    from lightning_difficulty.functional.bands import select_hard
-
-    scored = rows[rows[score].notna()]
-    if scored.empty:
-        return set()
-    chosen = select_hard(scored[score].to_numpy(float), fraction=HARD_FRACTION).indices
-    return set(scored["index"].to_numpy()[chosen].tolist())
-
-
 def _compare(args: argparse.Namespace) -> int:
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from lightning_difficulty.runs.compare import compare_runs
 
-    (columns_a, rows_a), (columns_b, rows_b) = _split_rows(args.run_a, args.split), _split_rows(args.run_b, args.split)
-    valid = sorted(c for c in set(columns_a) & set(columns_b) if is_score_column(c))
-    if args.score not in valid:
-        raise ValueError(
-            f"--score {args.score!r} is not a difficulty score held by both runs. Choose one of {valid} "
-            "(one score per sample, higher = harder)."
-        )
-    result = compare_runs(args.run_a, args.run_b, split=args.split, score=args.score)
-    hard_rule = "each run's hard column, top confusion"
-    if args.score != "confusion" or result.hard_overlap is None:
-        hard_rule = f"top {HARD_FRACTION:.0%} by {args.score} in each run, ties by index"
-        hard_a, hard_b = _hard_indices(rows_a, args.score), _hard_indices(rows_b, args.score)
-        result = replace(
-            result,
-            hard_overlap=len(hard_a & hard_b) / max(len(hard_a), 1),
-            hard_jaccard=len(hard_a & hard_b) / max(len(hard_a | hard_b), 1),
-        )
+    result = compare_runs(args.run_a, args.run_b, split=args.split, score=args.score, hard_fraction=args.hard_fraction)
     if args.json:
-        print(json.dumps({**asdict(result), "hard_rule": hard_rule}, indent=2))
+        print(json.dumps(asdict(result), indent=2))
         return 0
     print(f"split {result.split!r}, score {result.score!r}, {result.n} samples scored by both runs")
     print(f"  Spearman rho {result.spearman:.4f}   Kendall tau {result.kendall:.4f}")
     print(
-        f"  hard subsets ({hard_rule}): {result.hard_overlap:.1%} of A's are hard in B "
+        f"  hard subsets ({result.hard_rule}): {result.hard_overlap:.1%} of A's are hard in B "
         f"(Jaccard {result.hard_jaccard:.3f})"
     )
     for profile in result.runs:
@@ -153,29 +106,13 @@ def _combine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _band_edges(run: str, split: str, bands: int) -> list[tuple[float, float]]:
-    """``[low, high]`` of each equal-width confusion band of the run's split, as ``evaluate`` cuts them."""
-    import numpy as np
-
-    _, rows = _split_rows(run, split)
-    scores = rows["confusion"].to_numpy(float)
-    scores = scores[np.isfinite(scores)]
-    if scores.size == 0:
-        return [(float("nan"), float("nan"))] * bands
-    edges = np.linspace(scores.min(), scores.max(), bands + 1)
-    return [(float(low), float(high)) for low, high in itertools.pairwise(edges)]
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from lightning_difficulty.runs.compare import evaluate_predictions
 
     table = evaluate_predictions(args.run, np.load(args.predictions), split=args.split, num_bands=args.bands)
-    edges = _band_edges(args.run, args.split, args.bands)
     is_band = table["band"].str.isdigit()
-    table.insert(1, "confusion_low", [edges[int(b)][0] if b.isdigit() else float("nan") for b in table["band"]])
-    table.insert(2, "confusion_high", [edges[int(b)][1] if b.isdigit() else float("nan") for b in table["band"]])
     if args.logdir:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -244,7 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--score",
         default="confusion",
         help="score to rank by: confusion, prediction_depth, kdn, kdn:<layer>, human_difficulty, ... "
-        f"(with a score other than confusion, the hard subsets are each run's top {HARD_FRACTION * 100:.0f}%% by it)",
+        "(one score per sample, higher = harder)",
+    )
+    compare.add_argument(
+        "--hard-fraction",
+        type=_fraction,
+        default=None,
+        help="each run's hard subset is its top FRACTION (0 < FRACTION <= 1) by --score, ties by index "
+        "(default: each run's own hard column with --score confusion, else the top 10%%)",
     )
     compare.add_argument("--json", action="store_true", help="print the result as JSON")
     compare.set_defaults(func=_compare)

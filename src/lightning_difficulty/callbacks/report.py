@@ -24,7 +24,7 @@ from lightning_difficulty.callbacks.base import (
     ReportComposer,
     default_run_dir,
 )
-from lightning_difficulty.data import item_input
+from lightning_difficulty.data import IndexedDataset, item_input
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
 from lightning_difficulty.pipeline import analysis
 from lightning_difficulty.pipeline.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
@@ -157,12 +157,47 @@ class DifficultyReport(ReportComposer):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_superclass_count(trainer)
         if self._plan.reference_dataloader is None and _augments(trainer.train_dataloader):
             rank_zero_warn(
                 "DifficultyReport: the training dataset applies random transforms, and the fit-end pass reuses it, "
                 "so the train split's `prediction`/`correct` (and the k-NN reference) come from augmented images. "
                 "Pass `reference_dataloader=` an un-augmented loader of the same training data."
             )
+
+    def _check_superclass_count(self, trainer: pl.Trainer) -> None:
+        """Refuse a superclass map made for another class count than the training labels' ``max + 1``.
+
+        Only when the labels are cheap to read (``targets`` of the training dataset or of the dataset an
+        ``IndexedDataset`` wraps, or a ``TensorDataset``'s second tensor); otherwise the fit-end pass
+        checks it (a failure there skips ``error_category`` with a warning).
+        """
+        if self.error_taxonomy is None or self.error_taxonomy.superclasses is None:
+            return
+        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        dataset = dataset.dataset if isinstance(dataset, IndexedDataset) else dataset
+        tensors = getattr(dataset, "tensors", None)
+        targets = getattr(dataset, "targets", tensors[1] if isinstance(tensors, tuple) and len(tensors) > 1 else None)
+        if targets is None:
+            return
+        try:
+            labels = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
+        except (TypeError, ValueError):
+            return
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.size == 0:
+            return
+        num_classes = int(labels.max()) + 1
+        superclasses = self.error_taxonomy.superclasses
+        shown = f"<map of {len(superclasses)} classes>" if isinstance(superclasses, dict) else repr(superclasses)
+        given = f"DifficultyReport(error_taxonomy=ErrorTaxonomy(superclasses={shown}))"
+        fix = "Pass a superclass map of the model's classes (class -> superclass), or no error_taxonomy."
+        try:  # superclass_ids refuses a map of another class count
+            self.error_taxonomy.superclass_ids(num_classes)
+        except ValueError as err:
+            raise ValueError(
+                f"{given}: the map does not fit the {num_classes} classes of the training labels (max label + 1): "
+                f"{err} {fix}"
+            ) from err
 
     def _requests(self, trainer: pl.Trainer) -> list[tuple[str, CaptureRequest]]:
         requests = [

@@ -111,7 +111,13 @@ class ErrorTaxonomy:
         if isinstance(self.superclasses, str) and self.superclasses == "cifar10":
             from lightning_difficulty.functional.errors import cifar10_superclasses
 
-            return cifar10_superclasses()[0]
+            ids = cifar10_superclasses()[0]
+            if num_classes != len(ids):
+                raise ValueError(
+                    f"Invalid value for ErrorTaxonomy(superclasses='cifar10'): the shipped map covers {len(ids)} "
+                    f"classes but the model has {num_classes}. Pass a map of your classes (dict or JSON path)."
+                )
+            return ids
         return load_superclass_map(self.superclasses, num_classes=num_classes)[0]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,7 @@ class HardSubsetManifest:
 
 
 def _dataset_labels(dataset: Any) -> Any | None:
+    """Labels from an attribute (no item is read): ``targets`` / ``labels`` / ``y``, or ``None``."""
     for name in _LABEL_ATTRIBUTES:
         value = getattr(dataset, name, None)
         if value is not None:
@@ -207,17 +209,65 @@ def _dataset_labels(dataset: Any) -> Any | None:
     return None
 
 
+def _item_label(item: Any) -> int | None:
+    """The integer label of one item (``(x, y, ...)`` or a mapping with ``"target"`` / ``"label"``), or ``None``."""
+    if isinstance(item, Mapping):
+        value = next((item[key] for key in ("target", "label") if key in item), None)
+    elif isinstance(item, (tuple, list)) and len(item) >= 2:
+        value = item[1]
+    else:
+        return None
+    arr = np.asarray(value)
+    if arr.ndim != 0 or arr.dtype.kind not in "iubf" or (arr.dtype.kind == "f" and arr != np.round(arr)):
+        return None  # a one-hot / soft label, or no label at all: nothing to fingerprint
+    return int(arr)
+
+
+def _labels_from_items(dataset: Any) -> np.ndarray | None:
+    """Every item's label, read through ``dataset[i]`` (``len(dataset)`` reads); ``None`` if one has none."""
+    labels = np.empty(len(dataset), dtype=np.int64)
+    for i in range(len(dataset)):
+        label = _item_label(dataset[i])
+        if label is None:
+            return None
+        labels[i] = label
+    return labels
+
+
+def _readable_labels(dataset: Any) -> Any | None:
+    """The dataset's labels: an attribute when one exists (cheap), else read item by item (O(N) reads).
+
+    An :class:`~lightning_difficulty.data.IndexedDataset` is looked through to the dataset it wraps.
+    """
+    from lightning_difficulty.data import IndexedDataset
+
+    inner: Any = dataset.dataset if isinstance(dataset, IndexedDataset) else dataset
+    found = _dataset_labels(inner)
+    tensors = getattr(inner, "tensors", None)
+    if found is None and isinstance(tensors, tuple) and len(tensors) > 1:
+        found = tensors[1]  # a TensorDataset(x, y)
+    return found if found is not None else _labels_from_items(inner)
+
+
 class HardSubset(Dataset):
     """The samples of ``dataset`` listed in a :class:`HardSubsetManifest`, in manifest order.
 
-    On construction, ``len(dataset)`` must equal the manifest's ``dataset_size``, and when both a
-    manifest fingerprint and labels are available (the ``labels`` argument, else the dataset's
-    ``targets`` / ``labels`` / ``y`` attribute) the labels' :func:`label_fingerprint` must match.
+    On construction, ``len(dataset)`` must equal the manifest's ``dataset_size``, and when the manifest
+    holds a label fingerprint, the dataset's labels must give the same :func:`label_fingerprint`. The
+    labels are, in this order: the ``labels`` argument; the dataset's ``targets`` / ``labels`` / ``y``
+    attribute (for an :class:`~lightning_difficulty.data.IndexedDataset`, the wrapped dataset's; a
+    ``TensorDataset``'s second tensor); else every item's label, read through the dataset itself (items
+    ``(x, y, ...)`` or mappings with ``"target"`` / ``"label"``). That last way reads all ``len(dataset)``
+    items once (O(N), slow for a large image dataset that decodes files): pass ``labels=`` to avoid it.
+    When no label can be read, a warning says the check was not made.
 
     Args:
         dataset: the full dataset the manifest was made for (any map-style dataset).
         manifest_or_path: a :class:`HardSubsetManifest` or the path of its JSON file.
-        labels: the dataset's labels in index order, when the dataset has no label attribute.
+        labels: the dataset's labels in index order (skips reading them from the dataset).
+
+    Raises:
+        ValueError: the dataset's size or labels differ from those the manifest was made for.
 
     Example::
 
@@ -244,19 +294,32 @@ class HardSubset(Dataset):
                 f" {manifest.dataset_size} samples, but got a dataset of {len(dataset)}. Use the same"
                 " split, unfiltered, as when the scores were computed."
             )
-        found = labels if labels is not None else _dataset_labels(dataset)
-        if manifest.label_fingerprint is not None and found is not None:
-            actual = label_fingerprint(np.asarray(found))
-            if actual != manifest.label_fingerprint:
-                raise ValueError(
-                    f"The labels of this dataset (fingerprint {actual}) differ from those the"
-                    f" hard-subset manifest of split {manifest.split!r} was made from (fingerprint"
-                    f" {manifest.label_fingerprint}). The dataset is probably a different split, a"
-                    " shuffled or re-ordered copy, or another version of the data."
-                )
+        if manifest.label_fingerprint is not None:
+            self._check_labels(manifest, labels if labels is not None else _readable_labels(dataset))
         self.dataset = dataset
         self.manifest = manifest
         self.indices = manifest.indices
+
+    @staticmethod
+    def _check_labels(manifest: HardSubsetManifest, found: Any | None) -> None:
+        if found is None:
+            warnings.warn(
+                f"HardSubset: the hard-subset manifest of split {manifest.split!r} holds a label fingerprint, but"
+                " this dataset's labels could not be read (no `targets`/`labels`/`y` attribute, and its items are not"
+                " `(x, y, ...)` nor mappings with 'target'/'label' holding integer labels), so it was not checked"
+                " that the dataset"
+                " is the one the manifest was made for. Pass `labels=` (the labels in index order) to check it.",
+                stacklevel=3,
+            )
+            return
+        actual = label_fingerprint(np.asarray(found))
+        if actual != manifest.label_fingerprint:
+            raise ValueError(
+                f"The labels of this dataset (fingerprint {actual}) differ from those the"
+                f" hard-subset manifest of split {manifest.split!r} was made from (fingerprint"
+                f" {manifest.label_fingerprint}). The dataset is probably a different split, a"
+                " shuffled or re-ordered copy, or another version of the data."
+            )
 
     def __len__(self) -> int:
         return len(self.indices)
