@@ -6,7 +6,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -14,11 +13,10 @@ from scipy.special import softmax
 from scipy.stats import entropy as scipy_entropy
 from torch.utils.data import DataLoader
 
-from lightning_difficulty import ConfusionScore, DifficultyReport, IndexedDataset, MissingIndexError
+from lightning_difficulty import ConfusionScore, IndexedDataset, MissingIndexError
 from tests.helpers import (
     DictOutputModel,
     NaNModel,
-    StridedSampler,
     TinyMLP,
     UnindexedDataset,
     blobs,
@@ -101,44 +99,6 @@ def test_resume_gives_the_same_scores_as_an_uninterrupted_run(tmp_path: Path) ->
             np.load(tmp_path / "full" / "records" / "train" / name),
             rtol=1e-6,
         )
-
-
-def _ddp_or_single(tmp_path: Path, devices: int, n_train: int, lr: float, *, strided: bool = False) -> pd.DataFrame:
-    # One process with batch 2B sees exactly the union of what two DDP ranks with batch B see, when the
-    # DDP sampler does not shuffle (``strided``); Lightning's own DDP training sampler always shuffles.
-    batch = 8 if devices == 1 else 4
-    train, val = loaders(n_train, 21, batch_size=batch)
-    extra: dict = {}
-    if strided:
-        train = DataLoader(train.dataset, batch_size=batch, sampler=StridedSampler(n_train))
-        val = DataLoader(val.dataset, batch_size=batch, sampler=StridedSampler(21))
-        extra["use_distributed_sampler"] = False
-    strategy = "ddp_spawn" if devices > 1 else "auto"
-    trainer = L.Trainer(
-        max_epochs=2,
-        callbacks=[ConfusionScore(), DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)],
-        **trainer_kwargs(tmp_path, devices=devices, strategy=strategy, **extra),
-    )
-    trainer.fit(TinyMLP(lr=lr), train, val)
-    return pd.read_parquet(tmp_path / "out" / "scores.parquet")
-
-
-def test_ddp_matches_one_process_including_sampler_padding(tmp_path: Path) -> None:
-    # a trained model; the validation set of 21 is padded to 22 by the strided (DistributedSampler-like) sampler
-    single = _ddp_or_single(tmp_path / "one", 1, 48, lr=0.2)
-    ddp = _ddp_or_single(tmp_path / "two", 2, 48, lr=0.2, strided=True)
-    pd.testing.assert_frame_equal(single, ddp, rtol=1e-5)
-    assert single["confusion"].notna().all()
-    for split in ("train", "val"):
-        name = Path("out") / "records" / split / "epoch_0001.probs.npy"
-        np.testing.assert_allclose(np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name), rtol=1e-5)
-
-
-def test_ddp_training_padding_with_a_frozen_model(tmp_path: Path) -> None:
-    # Lightning's own shuffled DistributedSampler; 45 training samples are padded with a duplicate
-    single = _ddp_or_single(tmp_path / "one", 1, 45, lr=0.0)
-    ddp = _ddp_or_single(tmp_path / "two", 2, 45, lr=0.0)
-    pd.testing.assert_frame_equal(single, ddp, rtol=1e-6)
 
 
 def test_batch_without_index_gets_a_clear_error(tmp_path: Path) -> None:

@@ -12,17 +12,10 @@ import pytest
 import torch
 from scipy.stats import entropy as scipy_entropy
 
-from lightning_difficulty.runs.combine import (
-    combine_runs,
-    ensemble_confusion,
-    max_entropy_error,
-    read_records,
-    topk_entropy_bounds,
-    topk_reconstruct,
-    write_epoch_record,
-)
+from lightning_difficulty.functional.topk import max_entropy_error, topk_entropy_bounds, topk_reconstruct
+from lightning_difficulty.runs.combine import combine_runs, ensemble_confusion
 from lightning_difficulty.storage.manifest import label_fingerprint
-from lightning_difficulty.storage.records import EpochRecorder
+from lightning_difficulty.storage.records import EpochRecorder, read_records, write_epoch_record
 
 N, C, EPOCHS, M = 9, 4, [0, 1, 3], 3
 

@@ -178,36 +178,6 @@ def test_depth_during_training_has_one_entry_per_epoch(tmp_path: Path) -> None:
         assert history[2][split] == pytest.approx(final_mean)
 
 
-def _pd_run(root: Path, devices: int) -> pd.DataFrame:
-    depth = PredictionDepth(layers=["hidden", "out"], k=K, reduction=None)
-    report = DifficultyReport(dirpath=root / "out", grid_per_class=0)
-    strategy = "ddp_spawn" if devices > 1 else "auto"
-    # lr=0: training leaves the weights as initialised, so both runs probe the same model
-    fit(
-        root,
-        TinyMLP(lr=0.0),
-        [depth, report],
-        blobs(45, seed=1),
-        blobs(21, seed=2),
-        epochs=1,
-        batch_size=8,
-        devices=devices,
-        strategy=strategy,
-        num_sanity_val_steps=0,
-    )
-    return pd.read_parquet(root / "out" / "scores.parquet")
-
-
-def test_ddp_matches_one_process(tmp_path: Path) -> None:
-    # odd split sizes (45, 21): the strided shards of the fit-end pass have different lengths
-    single = _pd_run(tmp_path / "one", 1)
-    ddp = _pd_run(tmp_path / "two", 2)
-    columns = ["split", "index", "label", "prediction", "prediction_depth"]
-    columns += [f"{kind}:{p}" for kind in ("knn", "kdn") for p in PROBES]
-    pd.testing.assert_frame_equal(single[columns], ddp[columns])
-    assert len(single) == 45 + 21
-
-
 def test_auto_layers_skip_modules_used_only_in_the_training_step(tmp_path: Path) -> None:
     depth = PredictionDepth(k=3)
     callbacks = [depth, DifficultyReport(dirpath=tmp_path, grid_per_class=0)]

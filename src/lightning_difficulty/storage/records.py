@@ -1,33 +1,170 @@
-"""Per-epoch probability records on disk, for ensembles of seeds (Eq. 1-3 need each epoch's vectors).
+"""The per-epoch probability records of a run: one format, written and read here.
 
-Layout (read by :mod:`lightning_difficulty.runs.combine`)::
+Ensembles of seeds (Albiero et al., Eq. 1-3) need each epoch's probability vectors. Layout::
 
     <run_dir>/records/<split>/manifest.json
     <run_dir>/records/<split>/epoch_0003.probs.npy          float32 (N, C); NaN rows = not seen
-    <run_dir>/records/<split>/epoch_0003.topk_values.npy    float32 (N, k)  (kind "topk")
-    <run_dir>/records/<split>/epoch_0003.topk_indices.npy   int32   (N, k)
+    <run_dir>/records/<split>/epoch_0003.topk_values.npy    float32 (N, k), descending  (kind "topk")
+    <run_dir>/records/<split>/epoch_0003.topk_indices.npy   int32   (N, k); -1 on unseen rows
 
-While an epoch runs, each rank appends its rows to a private log (sequential writes, bounded
-buffer); at epoch end rank 0 merges the logs into the epoch file. A sample seen more than once in
-one epoch (``DistributedSampler`` padding) gets the mean of its probability vectors ("probs") or
-its first occurrence from the lowest rank ("topk").
+``manifest.json`` (:class:`RecordManifest`)::
+
+    {"format": "lightning-difficulty/records", "version": 1, "split": str, "num_samples": N,
+     "num_classes": C, "kind": "probs" | "topk", "topk": k or null,
+     "label_fingerprint": "sha256:..." or null, "epochs": [int, ...]}
+
+Writers: :class:`EpochRecorder` streams a training run's rows (each rank appends its rows to a
+private log with sequential writes and a bounded buffer; at epoch end rank 0 merges the logs into the
+epoch file; a sample seen more than once in one epoch, e.g. ``DistributedSampler`` padding, gets the
+mean of its probability vectors ("probs") or its first occurrence from the lowest rank ("topk"));
+:func:`write_epoch_record` writes one whole epoch at once. Reader: :func:`read_records`, which
+memory-maps each epoch (:class:`RunRecords`, :class:`EpochRecord`). Combining runs lives in
+:mod:`lightning_difficulty.runs.combine`; the top-k maths in :mod:`lightning_difficulty.functional.topk`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
+from lightning_difficulty.functional.topk import seen_rows, topk_reconstruct
 from lightning_difficulty.storage.atomic import write_json, write_npy
+
+__all__ = [
+    "FORMAT",
+    "EpochRecord",
+    "EpochRecorder",
+    "RecordManifest",
+    "RunRecords",
+    "available_splits",
+    "epoch_files",
+    "read_records",
+    "records_dir",
+    "write_epoch_record",
+]
 
 RecordKind = Literal["probs", "topk"]
 FORMAT = "lightning-difficulty/records"
+VERSION = 1
+KINDS = ("probs", "topk")
+RECORDS = "records"  # folder of a run's records
+MANIFEST = "manifest.json"
+# the files of one epoch per kind: key (as in EpochRecord.arrays) -> part of the file name
+_PARTS = {"probs": {"probs": "probs"}, "topk": {"values": "topk_values", "indices": "topk_indices"}}
+
+
+@dataclass(frozen=True)
+class RecordManifest:
+    """Contents of ``<run_dir>/records/<split>/manifest.json`` (see the module docstring).
+
+    Example::
+
+        >>> m = RecordManifest("val", num_samples=3, num_classes=2, kind="probs", topk=None,
+        ...                    label_fingerprint=None, epochs=(2, 0))
+        >>> m.epochs, m.to_dict()["format"]
+        ((0, 2), 'lightning-difficulty/records')
+    """
+
+    split: str
+    num_samples: int
+    num_classes: int
+    kind: str
+    topk: int | None
+    label_fingerprint: str | None
+    epochs: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Expected record `kind` to be one of {KINDS}, but got {self.kind!r}.")
+        for name in ("num_samples", "num_classes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected record `{name}` to be a positive integer, but got {value!r}.")
+        if self.kind == "topk" and not (isinstance(self.topk, int) and 1 <= self.topk <= self.num_classes):
+            raise ValueError(
+                f"Expected record `topk` to be an integer in [1, {self.num_classes}] for kind 'topk',"
+                f" but got {self.topk!r}."
+            )
+        epochs = tuple(int(e) for e in self.epochs)
+        if len(set(epochs)) != len(epochs) or any(e < 0 for e in epochs):
+            raise ValueError(f"Expected record `epochs` to be distinct non-negative integers, but got {epochs}.")
+        object.__setattr__(self, "epochs", tuple(sorted(epochs)))
+        object.__setattr__(self, "topk", self.topk if self.kind == "topk" else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON payload, with ``format`` and ``version``."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "split": self.split,
+            "num_samples": self.num_samples,
+            "num_classes": self.num_classes,
+            "kind": self.kind,
+            "topk": self.topk,
+            "label_fingerprint": self.label_fingerprint,
+            "epochs": list(self.epochs),
+        }
+
+    def write(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``folder/manifest.json`` atomically; returns its path."""
+        return write_json(Path(folder) / MANIFEST, self.to_dict())
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> RecordManifest:
+        """Read and validate a records manifest."""
+        with open(path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ValueError(f"Expected {path} to be a {FORMAT!r} manifest, but it is not.")
+        if payload.get("version") != VERSION:
+            raise ValueError(f"Expected {path} to hold version {VERSION}, but got {payload.get('version')!r}.")
+        return cls(
+            split=payload["split"],
+            num_samples=payload["num_samples"],
+            num_classes=payload["num_classes"],
+            kind=payload["kind"],
+            topk=payload.get("topk"),
+            label_fingerprint=payload.get("label_fingerprint"),
+            epochs=tuple(payload["epochs"]),
+        )
+
+
+def records_dir(run_dir: str | os.PathLike[str], split: str) -> Path:
+    """``run_dir/records/split``.
+
+    Example::
+
+        >>> records_dir("run", "val").as_posix()
+        'run/records/val'
+    """
+    return Path(run_dir) / RECORDS / split
+
+
+def epoch_file(folder: str | os.PathLike[str], epoch: int | str, part: str) -> Path:
+    """``folder/epoch_0003.<part>.npy`` (``epoch="*"`` gives the glob pattern)."""
+    stem = f"epoch_{epoch:04d}" if isinstance(epoch, int) else f"epoch_{epoch}"
+    return Path(folder) / f"{stem}.{part}.npy"
+
+
+def epoch_files(folder: str | os.PathLike[str], epoch: int, kind: str) -> dict[str, Path]:
+    """The files of one epoch of ``kind``: ``{"probs": ...}`` or ``{"values": ..., "indices": ...}``.
+
+    Example::
+
+        >>> {k: p.name for k, p in epoch_files("r", 3, "topk").items()}
+        {'values': 'epoch_0003.topk_values.npy', 'indices': 'epoch_0003.topk_indices.npy'}
+    """
+    if kind not in _PARTS:
+        raise ValueError(f"Expected record `kind` to be one of {KINDS}, but got {kind!r}.")
+    return {key: epoch_file(folder, epoch, part) for key, part in _PARTS[kind].items()}
 
 
 @dataclass
@@ -40,8 +177,8 @@ class EpochRecorder:
         >>> rec = EpochRecorder(Path(tempfile.mkdtemp()), "train", num_samples=3, num_classes=2)
         >>> rec.add(torch.tensor([2, 0]), torch.tensor([[0.9, 0.1], [0.2, 0.8]]))
         >>> rec.finish_epoch(0, world_size=1)
-        >>> np.load(rec.epoch_path(0, "probs"))[2].tolist()
-        [0.8999999761581543, 0.10000000149011612]
+        >>> np.load(rec.epoch_path(0, "probs"))[2].astype(float).round(4).tolist()
+        [0.9, 0.1]
     """
 
     directory: Path
@@ -67,7 +204,8 @@ class EpochRecorder:
         return self.num_classes if self.kind == "probs" else 2 * self.topk
 
     def epoch_path(self, epoch: int, part: str) -> Path:
-        return self.directory / f"epoch_{epoch:04d}.{part}.npy"
+        """File of ``epoch``; ``part`` is ``"probs"``, ``"topk_values"`` or ``"topk_indices"``."""
+        return epoch_file(self.directory, epoch, part)
 
     def _log_paths(self, rank: int) -> tuple[Path, Path]:
         return self.directory / f".log.rank{rank}.idx", self.directory / f".log.rank{rank}.val"
@@ -118,11 +256,11 @@ class EpochRecorder:
         directory = Path(root) / split
         if not directory.is_dir():
             return
-        patterns = ("epoch_*.probs.npy", "epoch_*.topk_values.npy", "epoch_*.topk_indices.npy", ".log.rank*")
-        for pattern in patterns:
+        patterns = [epoch_file(directory, "*", part).name for parts in _PARTS.values() for part in parts.values()]
+        for pattern in (*patterns, ".log.rank*"):
             for path in directory.glob(pattern):
                 path.unlink(missing_ok=True)
-        (directory / "manifest.json").unlink(missing_ok=True)
+        (directory / MANIFEST).unlink(missing_ok=True)
 
     def discard_log(self) -> None:
         self._buffer.clear()
@@ -133,13 +271,13 @@ class EpochRecorder:
     def finish_epoch(self, epoch: int, *, world_size: int) -> None:
         """Merge all ranks' logs into the epoch file. Call on rank 0 after every other rank flushed."""
         self.flush()
+        files = epoch_files(self.directory, epoch, self.kind)
         if self.kind == "probs":
-            merged = self._merge_mean(world_size)
-            write_npy(self.epoch_path(epoch, "probs"), merged)
+            write_npy(files["probs"], self._merge_mean(world_size))
         else:
             values, classes = self._merge_first(world_size)
-            write_npy(self.epoch_path(epoch, "topk_values"), values)
-            write_npy(self.epoch_path(epoch, "topk_indices"), classes)
+            write_npy(files["values"], values)
+            write_npy(files["indices"], classes)
         for rank in range(world_size):
             for path in self._log_paths(rank):
                 path.unlink(missing_ok=True)
@@ -178,23 +316,171 @@ class EpochRecorder:
             classes[idx[rows]] = val[rows, k:].astype(np.int32)
         return values, classes
 
+    def manifest(self) -> RecordManifest:
+        """The manifest of the epochs finished so far."""
+        return RecordManifest(
+            split=self.split,
+            num_samples=int(self.num_samples),
+            num_classes=int(self.num_classes),
+            kind=self.kind,
+            topk=int(self.topk),
+            label_fingerprint=self.label_fingerprint,
+            epochs=tuple(self.epochs),
+        )
+
     def write_manifest(self) -> None:
-        write_json(
-            self.directory / "manifest.json",
-            {
-                "format": FORMAT,
-                "version": 1,
-                "split": self.split,
-                "num_samples": self.num_samples,
-                "num_classes": self.num_classes,
-                "kind": self.kind,
-                "topk": self.topk if self.kind == "topk" else None,
-                "label_fingerprint": self.label_fingerprint,
-                "epochs": sorted(self.epochs),
-            },
+        """Write ``manifest.json`` (the same :class:`RecordManifest` that :func:`read_records` reads)."""
+        self.manifest().write(self.directory)
+
+
+def write_epoch_record(
+    run_dir: str | os.PathLike[str],
+    probs: ArrayLike,
+    *,
+    split: str,
+    epoch: int,
+    kind: str = "probs",
+    topk: int | None = None,
+    label_fingerprint: str | None = None,
+) -> Path:
+    """Write one epoch's probabilities of one run in the records format (atomic writes).
+
+    The epoch file(s) are written first, then the manifest (created, or checked for the same
+    ``num_samples`` / ``num_classes`` / ``kind`` / ``topk`` / fingerprint and the epoch added).
+
+    Args:
+        run_dir: the run's directory.
+        probs: ``(N, C)`` softmax outputs; NaN rows = samples not seen this epoch.
+        split: split name.
+        epoch: epoch number.
+        kind: ``"probs"`` (full vectors) or ``"topk"`` (the ``topk`` largest, descending, ties by
+            lower class index).
+        topk: ``k`` for ``kind="topk"``.
+        label_fingerprint: fingerprint of the split's labels, or ``None``.
+
+    Returns:
+        Path of the manifest.
+
+    Example::
+
+        >>> import tempfile
+        >>> path = write_epoch_record(tempfile.mkdtemp(), np.eye(3), split="val", epoch=0)
+        >>> path.name
+        'manifest.json'
+    """
+    arr = np.asarray(probs, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"Expected argument `probs` to be (N, C), but got shape {arr.shape}.")
+    seen = seen_rows(arr, "`probs`")
+    folder = records_dir(run_dir, split)
+    manifest_path = folder / MANIFEST
+    new = RecordManifest(split, arr.shape[0], arr.shape[1], kind, topk, label_fingerprint, (int(epoch),))
+    if manifest_path.exists():
+        old = RecordManifest.from_json(manifest_path)
+        fields = ("num_samples", "num_classes", "kind", "topk", "label_fingerprint")
+        diff = [
+            f"{f}: {getattr(old, f)!r} vs {getattr(new, f)!r}" for f in fields if getattr(old, f) != getattr(new, f)
+        ]
+        if diff:
+            raise ValueError(f"The record in {folder} disagrees with this epoch ({'; '.join(diff)}).")
+        new = replace(old, epochs=(*old.epochs, int(epoch))) if epoch not in old.epochs else old
+    files = epoch_files(folder, int(epoch), kind)
+    if kind == "probs":
+        write_npy(files["probs"], arr)
+    else:
+        assert new.topk is not None
+        order = np.argsort(-np.nan_to_num(arr, nan=0.0), axis=1, kind="stable")[:, : new.topk]
+        values = np.take_along_axis(arr, order, axis=1)
+        values[~seen] = np.nan
+        indices = np.where(seen[:, None], order, -1).astype(np.int32)
+        write_npy(files["values"], values.astype(np.float32))
+        write_npy(files["indices"], indices)
+    return new.write(folder)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of one run's record, memory-mapped (nothing is read until rows are asked for)."""
+
+    kind: str
+    num_classes: int
+    arrays: dict[str, np.ndarray]
+
+    def dense(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as float64 ``(n, C)`` probabilities (top-k: :func:`topk_reconstruct`)."""
+        if self.kind == "probs":
+            return np.asarray(self.arrays["probs"][start:stop], dtype=np.float64)
+        return topk_reconstruct(
+            self.arrays["values"][start:stop],
+            self.arrays["indices"][start:stop],
+            num_classes=self.num_classes,
         )
 
 
-def read_manifest(directory: Path) -> dict:
-    """Read ``records/<split>/manifest.json``."""
-    return json.loads((Path(directory) / "manifest.json").read_text())
+@dataclass(frozen=True)
+class RunRecords:
+    """A run's records of one split: its manifest and access to each epoch."""
+
+    run_dir: Path
+    manifest: RecordManifest
+
+    def open_epoch(self, epoch: int) -> EpochRecord:
+        """Memory-map the files of ``epoch`` and check their shapes."""
+        if epoch not in self.manifest.epochs:
+            raise ValueError(f"Run {self.run_dir} has no record of epoch {epoch}; it has {list(self.manifest.epochs)}.")
+        folder = records_dir(self.run_dir, self.manifest.split)
+        n, c, k = self.manifest.num_samples, self.manifest.num_classes, self.manifest.topk
+        width = c if self.manifest.kind == "probs" else k
+        arrays: dict[str, np.ndarray] = {}
+        for name, path in epoch_files(folder, epoch, self.manifest.kind).items():
+            if not path.exists():
+                raise FileNotFoundError(f"Run {self.run_dir}: the manifest lists epoch {epoch}, but {path} is missing.")
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape != (n, width):
+                raise ValueError(f"Expected {path} to have shape {(n, width)}, but got {arr.shape}.")
+            arrays[name] = arr
+        return EpochRecord(kind=self.manifest.kind, num_classes=c, arrays=arrays)
+
+
+def available_splits(run_dir: str | os.PathLike[str]) -> list[str]:
+    """Splits with a records manifest in ``run_dir/records``, sorted.
+
+    Example::
+
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> _ = write_epoch_record(run, np.eye(2), split="val", epoch=0)
+        >>> available_splits(run)
+        ['val']
+    """
+    root = Path(run_dir) / RECORDS
+    return sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []
+
+
+def read_records(run_dir: str | os.PathLike[str], *, split: str | None = None) -> RunRecords:
+    """Open a run's records of ``split`` (default: its only split).
+
+    Example::
+
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> _ = write_epoch_record(run, np.eye(2), split="val", epoch=5)
+        >>> read_records(run).manifest.epochs
+        (5,)
+    """
+    root = Path(run_dir)
+    splits = available_splits(root)
+    if split is None:
+        if len(splits) != 1:
+            raise ValueError(
+                f"Expected run {root} to hold records of exactly one split when `split` is None, but found"
+                f" {splits}. Pass split=..."
+            )
+        split = splits[0]
+    path = records_dir(root, split) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"Run {root} has no records of split {split!r} ({path}); it has {splits}.")
+    manifest = RecordManifest.from_json(path)
+    if manifest.split != split:
+        raise ValueError(f"Expected {path} to describe split {split!r}, but it says {manifest.split!r}.")
+    return RunRecords(run_dir=root, manifest=manifest)
