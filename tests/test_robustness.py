@@ -725,3 +725,78 @@ def test_class_names_shorter_than_the_classes_still_write_the_table(tmp_path: Pa
     run = Path(logger.log_dir) / "difficulty"
     assert_confusion_matches(read_table(run), recorder, {"train": N_TRAIN, "val": N_VAL})
     assert set(read_table(run)["label"]) == {0, 1, 2, 3}
+
+
+class _Sequences(Dataset):
+    """Variable-length inputs: items of batch b (un-shuffled) are (2 + b % 3, 6) sequences, labels from the blobs."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        base = blobs(n, seed=seed)
+        self.x, self.y = base.tensors
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
+        return self.x[i].repeat(2 + (i // BATCH) % 3, 1), self.y[i], i
+
+
+def _pad(items: list[tuple[Tensor, Tensor, int]]) -> tuple[Tensor, Tensor, Tensor]:
+    longest = max(x.shape[0] for x, _, _ in items)
+    x = torch.stack([F.pad(x, (0, 0, 0, longest - x.shape[0])) for x, _, _ in items])
+    return x, torch.stack([y for _, y, _ in items]), torch.tensor([i for _, _, i in items])
+
+
+class _SequenceNet(Net):
+    def forward(self, x: Tensor) -> Any:
+        return super().forward(x.mean(dim=1))
+
+
+def test_variable_size_inputs_keep_the_table_when_the_probes_cannot_run(tmp_path: Path) -> None:
+    from lightning_difficulty import PredictionDepth
+
+    train = DataLoader(_Sequences(N_TRAIN, seed=1), batch_size=BATCH, collate_fn=_pad)
+    val = DataLoader(_Sequences(N_VAL, seed=2), batch_size=BATCH, collate_fn=_pad)
+    model = _SequenceNet()
+    with pytest.warns(UserWarning, match="runs again with the logits only"):
+        fit(tmp_path, model, [ConfusionScore(), PredictionDepth(k=3), report()], train=train, val=val)
+    table = read_table(tmp_path / "difficulty")
+    assert "prediction_depth" not in table and table["confusion"].notna().all()
+    model.eval()
+    with torch.no_grad():
+        for split, data in (("val", _Sequences(N_VAL, seed=2)), ("train", _Sequences(N_TRAIN, seed=1))):
+            expected = [int(model(data[i][0][None]).argmax()) for i in range(len(data))]
+            np.testing.assert_array_equal(column(table, split, "prediction"), expected)
+    summary = json.loads((tmp_path / "difficulty" / "summary.json").read_text())
+    assert any("layer and input capture" in reason for reason in summary["skipped"])
+
+
+class _NeedsWorkerInit(Dataset):
+    """Refuses to load unless the dataloader's worker_init_fn prepared the worker."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base, self.ready = base, False
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        if not self.ready:
+            raise RuntimeError("worker_init_fn did not run in this worker")
+        return self.base[i]
+
+
+def _prepare_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    assert info is not None
+    info.dataset.ready = True  # type: ignore[union-attr]
+
+
+def test_the_fit_end_pass_keeps_the_loaders_worker_init_fn(tmp_path: Path) -> None:
+    def loader(data: Dataset) -> DataLoader:
+        return DataLoader(_NeedsWorkerInit(data), batch_size=BATCH, num_workers=1, worker_init_fn=_prepare_worker)
+
+    train, val = loader(dataset(N_TRAIN, seed=1)), loader(dataset(N_VAL, seed=2))
+    fit(tmp_path, Net(), [ConfusionScore(), DataDifficulty(k=3), report()], epochs=1, train=train, val=val)
+    table = read_table(tmp_path / "difficulty")
+    assert table["kdn"].notna().all() and len(table) == N_TRAIN + N_VAL
