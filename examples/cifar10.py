@@ -6,6 +6,7 @@ DifficultyReport with the error taxonomy, then prints the results and exports fi
 
     python examples/cifar10.py --data-dir ../shared/data                  # ~9 min on 2 CPU cores
     python examples/cifar10.py --train-subset 5000 --epochs 5 --export-figures ""   # a quick look
+    python examples/cifar10.py --from-run runs/cifar10                    # print and export a finished run
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from lightning_difficulty import (
     IndexedDataset,
     PredictionDepth,
 )
-from lightning_difficulty.demo.datasets import ArrayDataset, default_data_dir, load_cifar10_splits
+from lightning_difficulty.demo.datasets import CIFAR10_CLASSES, ArrayDataset, default_data_dir, load_cifar10_splits
 from lightning_difficulty.demo.models import SmallCNN
+from lightning_difficulty.runs import measure_summary, read_scores, read_summary
 from lightning_difficulty.views import figures
 from lightning_difficulty.views.images import save_figure
 
@@ -51,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--export-figures", default="docs", help="folder for PNG figures ('' to skip)")
+    parser.add_argument(
+        "--from-run", type=Path, default=None, help="print and export the results of a finished run's --out folder"
+    )
     return parser.parse_args(argv)
 
 
@@ -66,6 +71,8 @@ def build_callbacks(args: argparse.Namespace, reference: DataLoader, counts: np.
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.from_run is not None:
+        return report_run(args.from_run / "difficulty", args)
     if args.data_dir is None:
         raise SystemExit("--data-dir is required (the folder with cifar10_train.npz, cifar10_test.npz, cifar10h.npz)")
     torch.set_num_threads(args.threads)
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train = DataLoader(IndexedDataset(splits.train), batch_size=args.batch_size, shuffle=True)
     val = DataLoader(IndexedDataset(splits.val), batch_size=512)
     callbacks = build_callbacks(args, reference, counts, splits.class_names)
-    depth, report = callbacks[1], callbacks[-1]
+    report = callbacks[-1]
+    assert isinstance(report, DifficultyReport)
     trainer = L.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
@@ -91,39 +99,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     start = time.perf_counter()
     trainer.fit(SmallCNN(3, 10, width=args.width, max_epochs=args.epochs), train, val)
-    assert isinstance(report, DifficultyReport) and report.table is not None
-    results = summarise(report.table, report.summary, time.perf_counter() - start, args)
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    (args.out / "minutes.json").write_text(json.dumps({"minutes": minutes}))
+    return report_run(report.run_dir(trainer), args)
+
+
+def report_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Print, save and export the results of a finished run from its files."""
+    summary = read_summary(run_dir)
+    timing = run_dir.parent / "minutes.json"
+    minutes = json.loads(timing.read_text())["minutes"] if timing.exists() else None
+    results = summarise(summary, minutes, args)
     print(format_results(results))
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (run_dir.parent / "results.json").write_text(json.dumps(results, indent=2))
     if args.export_figures:
-        export_figures(report.table, Path(args.export_figures), splits.class_names, depth.probe_names)
+        probes = measure_summary(summary, "PredictionDepth")["probes"]
+        export_figures(read_scores(run_dir), Path(args.export_figures), list(CIFAR10_CLASSES), probes)
     return results
 
 
-def summarise(table: pd.DataFrame, summary: dict[str, Any], seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+def summarise(summary: dict[str, Any], minutes: float | None, args: argparse.Namespace) -> dict[str, Any]:
     val = summary["splits"]["val"]
+    depth = measure_summary(summary, "PredictionDepth").get("val", {})
     return {
         "setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "minutes": round(seconds / 60, 1),
+        "minutes": minutes,
         "accuracy": {s: summary["splits"][s]["accuracy"] for s in summary["splits"]},
         "human_correlations": val.get("human_correlations", {}),
         "patterns": val.get("patterns", {}),
         "error_by_confusion_band": val.get("error_by_confusion_band", {}),
         "error_categories": val.get("error_categories", {}).get("overall", {}),
-        "mean_prediction_depth": summary.get("PredictionDepth", {}).get("val", {}).get("mean_prediction_depth"),
-        "probe_accuracy": summary.get("PredictionDepth", {}).get("val", {}).get("probe_accuracy"),
+        "mean_prediction_depth": depth.get("mean_prediction_depth"),
+        "probe_accuracy": depth.get("probe_accuracy"),
     }
 
 
 def format_results(results: dict[str, Any]) -> str:
     lines = [
-        f"\nCIFAR-10 run: {results['minutes']} min; accuracy "
+        f"\nCIFAR-10 run: {results['minutes']} min of training and report; accuracy "
         + ", ".join(f"{s} {a:.3f}" for s, a in results["accuracy"].items())
     ]
     lines.append("\nHuman difficulty vs other perspectives (val = CIFAR-10 test, CIFAR-10H):")
     lines.append("| perspective | Spearman rho | Kendall tau | n |\n|---|---|---|---|")
     for name, c in results["human_correlations"].items():
-        lines.append(f"| {name} | {c['spearman']:.3f} | {c['kendall']:.3f} | {c['n']} |")
+        lines.append(f"| {name} | {c['spearman']:.3f} | {c['kendall']:.3f} | {int(c['n'])} |")
     lines.append("\nDifficultyEyes patterns (val):\n| pattern | count | share | share of errors |\n|---|---|---|---|")
     for pid, p in results["patterns"].items():
         lines.append(f"| {pid} | {p['count']} | {p['share']:.3f} | {p['error_share']:.3f} |")

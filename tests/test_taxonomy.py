@@ -169,3 +169,25 @@ def test_pattern_summary_without_errors_and_validation() -> None:
         pattern_summary(["1a", "7"], [True, True])
     with pytest.raises(ValueError, match="one length"):
         pattern_summary(["1a", "6"], [True])
+
+
+def test_report_patterns_name_a_threshold_that_splits_nothing() -> None:
+    import pandas as pd
+
+    from lightning_difficulty.pipeline.analysis import difficulty_patterns
+
+    # 3 of 10 samples never settle (depth 6): the 0.8-quantile is 6 and no depth is strictly above it
+    rows = pd.DataFrame(
+        {
+            "human_difficulty": [0.0, 0.5, 0.0, 0.1, 0.9, 0.0, 0.0, 0.3, 0.0, 0.0],
+            "kdn": [0.0, 0.2, 0.8, 0.6, 0.0, 0.1, 0.9, 0.0, 0.4, 0.0],
+            "prediction_depth": [0, 1, 2, 3, 6, 6, 6, 1, 0, 2],
+            "correct": [True] * 5 + [False] * 5,
+        }
+    )
+    patterns = difficulty_patterns(rows, TaxonomyThresholds())
+    assert patterns is not None
+    assert patterns.degenerate == ["prediction_depth > 6 marks no sample high"]
+    assert not any(p.startswith(("3", "4")) for p in patterns.ids)  # the model-hard half of Table 1 is empty
+    fine = difficulty_patterns(rows, TaxonomyThresholds(prediction_depth=5.0))
+    assert fine is not None and fine.degenerate == []

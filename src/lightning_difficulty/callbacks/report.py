@@ -278,7 +278,9 @@ class DifficultyReport(ReportComposer):
                     manifests["hard_subset"] = manifest
             patterns = analysis.difficulty_patterns(rows, self.taxonomy)
             if patterns is not None:
-                rows["pattern"] = patterns
+                rows["pattern"] = patterns.ids
+                for reason in patterns.degenerate:
+                    _skip(skipped, f"part of the pattern taxonomy of split {split!r}: {reason}; set TaxonomyThresholds")
             elif "human_difficulty" in rows:  # without annotations the taxonomy does not apply: no warning
                 _skip(skipped, f"pattern of split {split!r}: {analysis.pattern_blocker(rows)}")
             if self.error_taxonomy is not None:

@@ -21,6 +21,7 @@ from lightning_difficulty.callbacks import ConfusionScore, DataDifficulty, Diffi
 from lightning_difficulty.data import IndexedDataset
 from lightning_difficulty.demo.datasets import load_digits_splits
 from lightning_difficulty.demo.models import SmallCNN
+from lightning_difficulty.runs.summary import measure_summary
 
 
 @dataclass
@@ -165,14 +166,14 @@ def format_summary(result: DemoResult, *, top: int = 10) -> str:
                     lines.append(
                         f"    [{row['low']:.3f}, {row['high']:.3f}]  n={row['count']:5d}  error={row['error_rate']:.3f}"
                     )
-    depth = _measure(result.summary, "PredictionDepth")
+    depth = measure_summary(result.summary, "PredictionDepth")
     lines.append("")
     for split in ("train", "val"):
         if split in depth:
             probes = ", ".join(f"{p} {a:.2f}" for p, a in depth[split]["probe_accuracy"].items())
             mean_depth = depth[split]["mean_prediction_depth"]
             lines.append(f"[{split}] mean prediction depth {mean_depth:.2f}; k-NN probe accuracy: {probes}")
-    kdn = _measure(result.summary, "DataDifficulty")
+    kdn = measure_summary(result.summary, "DataDifficulty")
     for split, entry in kdn.items():
         if split == "callback":
             continue
@@ -191,11 +192,6 @@ def format_summary(result: DemoResult, *, top: int = 10) -> str:
     lines.append(f"\n{top} hardest validation samples:\n{hardest[columns].to_string(index=False)}")
     lines += _next_steps(result.run_dir, result.seed)
     return "\n".join(lines)
-
-
-def _measure(summary: dict[str, Any], callback: str) -> dict[str, Any]:
-    """The summary of the first callback of this class (``summary["measures"]`` is keyed by state key)."""
-    return next((m for m in summary.get("measures", {}).values() if m.get("callback") == callback), {})
 
 
 def _next_steps(run_dir: Path, seed: int) -> list[str]:

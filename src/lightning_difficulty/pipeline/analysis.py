@@ -24,7 +24,12 @@ from lightning_difficulty.functional.errors import (
     valid_labels_from_counts,
 )
 from lightning_difficulty.functional.human import perspective_correlations
-from lightning_difficulty.functional.taxonomy import TaxonomyThresholds, assign_patterns, pattern_summary
+from lightning_difficulty.functional.taxonomy import (
+    TaxonomyThresholds,
+    binarise_perspectives,
+    difficulty_pattern,
+    pattern_summary,
+)
 from lightning_difficulty.storage.manifest import GroupsManifest, HardSubsetManifest, label_fingerprint
 
 
@@ -46,20 +51,41 @@ def model_perspective(rows: pd.DataFrame) -> str | None:
     return None
 
 
-def difficulty_patterns(rows: pd.DataFrame, thresholds: TaxonomyThresholds) -> np.ndarray | None:
-    """DifficultyEyes Table 1 ids for a split that has human, data and model perspectives, else None."""
+def difficulty_patterns(rows: pd.DataFrame, thresholds: TaxonomyThresholds) -> Patterns | None:
+    """DifficultyEyes Table 1 ids for a split that has human, data and model perspectives, else None.
+
+    ``Patterns.degenerate`` names each perspective whose threshold marks no sample (or every sample) high:
+    half of Table 1 is then empty, e.g. a ``"q0.8"`` prediction-depth threshold when more than 20 % of the
+    samples never settle (the quantile is the largest depth, and nothing is strictly above it).
+    """
     model = model_perspective(rows)
     needed = ("human_difficulty", "kdn", "correct")
     if model is None or any(c not in rows or rows[c].isna().any() for c in needed):
         return None
-    return assign_patterns(
+    flags = binarise_perspectives(
         rows["human_difficulty"].to_numpy(float),
         rows["kdn"].to_numpy(float),
         rows[model].to_numpy(float),
-        rows["correct"].to_numpy(bool),
         thresholds=thresholds,
         model_perspective=model,  # type: ignore[arg-type]
     )
+    high = {"human": flags.human_high, "data": flags.data_high, model: flags.model_high}
+    cuts = {"human": flags.human_threshold, "data": flags.data_threshold, model: flags.model_threshold}
+    degenerate = [
+        f"{name} > {cuts[name]:g} marks {'no' if not values.any() else 'every'} sample high"
+        for name, values in high.items()
+        if values.all() or not values.any()
+    ]
+    ids = difficulty_pattern(flags.human_high, flags.data_high, flags.model_high, rows["correct"].to_numpy(bool))
+    return Patterns(ids, degenerate)
+
+
+@dataclass(frozen=True)
+class Patterns:
+    """Pattern ids of a split, and the perspectives whose threshold split nothing (see :func:`difficulty_patterns`)."""
+
+    ids: np.ndarray
+    degenerate: list[str]
 
 
 def pattern_blocker(rows: pd.DataFrame) -> str:
