@@ -82,23 +82,18 @@ class SplitAccumulator:
     def reset_epoch(self) -> None:
         # one extra slot (index N) absorbs out-of-range indices without a per-batch device sync
         n, dev = self.num_samples + 1, self.device
-        self.sums = {v: torch.zeros(n, dtype=torch.float64, device=dev) for v in self.values}
+        self.sums = torch.zeros((len(self.values), n), dtype=torch.float64, device=dev)  # one row per value
         self.count = torch.zeros(n, dtype=torch.int64, device=dev)
         self.epoch_labels = torch.full((n,), -1, dtype=torch.int64, device=dev)
-        self.nonfinite = torch.zeros((), dtype=torch.int64, device=dev)
 
     def to(self, device: torch.device) -> None:
         """Move the open epoch's buffers (restored on the CPU) to the training device."""
         self.device = device
-        self.sums = {name: t.to(device) for name, t in self.sums.items()}
-        self.count, self.epoch_labels = self.count.to(device), self.epoch_labels.to(device)
-        self.nonfinite = self.nonfinite.to(device)
+        self.sums, self.count, self.epoch_labels = (t.to(device) for t in (self.sums, self.count, self.epoch_labels))
 
     def add(self, index: Tensor, batch_values: dict[str, Tensor], targets: Tensor) -> None:
         index = torch.where((index >= 0) & (index < self.num_samples), index, self.num_samples)
-        for name, value in batch_values.items():
-            self.nonfinite += (~torch.isfinite(value)).sum()
-            self.sums[name].index_add_(0, index, value.double())
+        self.sums.index_add_(1, index, torch.stack([batch_values[name] for name in self.values]).double())
         self.count.index_add_(0, index, torch.ones_like(index))
         self.epoch_labels.scatter_reduce_(0, index, targets.to(self.device), reduce="amax")
 
@@ -376,26 +371,27 @@ class PerSampleAccumulator(DifficultyCallback):
         if epoch is None:
             return
         reduce = trainer.strategy.reduce
-        sums = {name: reduce(t, reduce_op="sum") for name, t in acc.sums.items()}
+        sums = reduce(acc.sums, reduce_op="sum").cpu().numpy()[:, :-1]
         count = reduce(acc.count, reduce_op="sum").cpu().numpy()
         labels = reduce(acc.epoch_labels, reduce_op="max").cpu().numpy()
-        nonfinite = int(reduce(acc.nonfinite, reduce_op="sum"))
         if count[-1]:
             raise IndexError(
                 f"{type(self).__name__}: {int(count[-1])} rows of split {split!r} in epoch {epoch} had a dataset index "
                 f"outside [0, {acc.num_samples}). The index must be the position in the dataloader's dataset "
                 "(use `IndexedDataset`)."
             )
+        nonfinite = int((~np.isfinite(sums)).any(axis=0).sum())  # a NaN or inf value makes its sample's sum non-finite
         if nonfinite:
             raise FloatingPointError(
-                f"{type(self).__name__}: {nonfinite} values of split {split!r} were NaN or infinite in epoch {epoch} "
+                f"{type(self).__name__}: {nonfinite} samples of split {split!r} had NaN or infinite values in epoch "
+                f"{epoch} "
                 "(NaN or all -inf logits). The scores of earlier epochs are kept in the last checkpoint; fix the "
                 "divergence (lower the learning rate, clip gradients, check the inputs) and resume."
             )
         count, labels = count[:-1], labels[:-1]
         self._warn_wide_logits(split, acc.num_classes, labels)
         seen = count > 0
-        means = {name: np.where(seen, t.cpu().numpy()[:-1] / np.maximum(count, 1), np.nan) for name, t in sums.items()}
+        means = {name: np.where(seen, sums[i] / np.maximum(count, 1), np.nan) for i, name in enumerate(self.values)}
         self.fold(acc.states, means, seen)
         acc.labels[labels >= 0] = labels[labels >= 0]
         scalars = {name: float(v[seen].mean()) if seen.any() else float("nan") for name, v in means.items()}
@@ -470,7 +466,8 @@ class PerSampleAccumulator(DifficultyCallback):
             if acc.open_epoch is not None and self._strategy is not None:  # inside an epoch: the epoch so far
                 reduce = self._strategy.reduce
                 entry["open_epoch"] = acc.open_epoch
-                entry["sums"] = {name: reduce(t.clone(), reduce_op="sum").cpu() for name, t in acc.sums.items()}
+                reduced = reduce(acc.sums.clone(), reduce_op="sum").cpu()
+                entry["sums"] = {name: reduced[i] for i, name in enumerate(self.values)}
                 entry["count"] = reduce(acc.count.clone(), reduce_op="sum").cpu()
                 entry["epoch_labels"] = reduce(acc.epoch_labels.clone(), reduce_op="max").cpu()
                 rows = torch.tensor([acc.recorder.log_offsets() if acc.recorder else 0], device=acc.device)
@@ -496,8 +493,8 @@ class PerSampleAccumulator(DifficultyCallback):
             if "open_epoch" in saved:
                 acc.open_epoch = int(saved["open_epoch"])
                 if self._rank == 0:  # other ranks start from zero so the epoch-end sum is not multiplied
-                    for name, value in saved["sums"].items():
-                        acc.sums[name].copy_(value)
+                    for i, name in enumerate(self.values):
+                        acc.sums[i].copy_(saved["sums"][name])
                     acc.count.copy_(saved["count"])
                     acc.epoch_labels.copy_(saved["epoch_labels"])
                 if acc.recorder is not None:
