@@ -347,3 +347,33 @@ def test_a_step_that_unpacks_two_parts_gets_the_fix_in_its_error(tmp_path: Path)
         fit(tmp_path, _TwoPartStep(), [ConfusionScore(), report()], epochs=1, no_val=True)
     assert caught.value.__notes__ == [UNPACK_HINT]  # once, although two callbacks saw the exception
     assert "x, y, index = batch" in UNPACK_HINT
+
+
+def test_prediction_depth_and_kdn_share_one_input_space_search(tmp_path: Path, monkeypatch: Any) -> None:
+    from lightning_difficulty import PredictionDepth
+    from lightning_difficulty.pipeline import capture
+
+    calls: list[int] = []
+    search = capture.neighbours_by_split
+
+    def counted(reference: Any, queries: Any, config: Any) -> Any:
+        calls.append(config.k)
+        return search(reference, queries, config)
+
+    monkeypatch.setattr(capture, "neighbours_by_split", counted)
+    columns = ["split", "index", "kdn", "knn:input", "kdn:input", "prediction_depth"]
+    fit(tmp_path / "both", Net(), [PredictionDepth(k=7), DataDifficulty(k=4), report()], epochs=1)
+    assert calls == [7]  # one input-space search, with the larger k; the other probes search elsewhere
+    both = read_table(tmp_path / "both" / "difficulty")
+
+    fit(tmp_path / "pd", Net(), [PredictionDepth(k=7), report()], epochs=1)
+    fit(tmp_path / "kdn", Net(), [DataDifficulty(k=4), report()], epochs=1)
+    alone = read_table(tmp_path / "pd" / "difficulty").merge(
+        read_table(tmp_path / "kdn" / "difficulty")[["split", "index", "kdn"]], on=["split", "index"]
+    )
+    pd.testing.assert_frame_equal(both[columns].reset_index(drop=True), alone[columns].reset_index(drop=True))
+    # and kDN against scikit-learn, k=4, leave-one-out on the training inputs
+    train_x, train_y = (t.numpy() for t in dataset(N_TRAIN, seed=1).dataset.tensors)
+    _, ids = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(train_x).kneighbors(train_x)
+    loo = np.array([[j for j in row if j != i][:4] for i, row in enumerate(ids)])
+    np.testing.assert_allclose(column(both, "train", "kdn"), (train_y[loo] != train_y[:, None]).mean(axis=1))

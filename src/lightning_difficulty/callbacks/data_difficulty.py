@@ -8,10 +8,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._probe import ProbeConfig, check_k_fits_reference, neighbour_labels_by_split
+from lightning_difficulty.callbacks._probe import check_k_fits_reference
 from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback
 from lightning_difficulty.functional.knn import neighbour_disagreement
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
+from lightning_difficulty.pipeline.neighbours import ProbeConfig
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -66,19 +67,22 @@ class DataDifficulty(DifficultyCallback):
 
     @override
     def capture_request(self) -> CaptureRequest:
-        return CaptureRequest(inputs=True, input_size=self.input_size, reference_dataloader=self.reference_dataloader)
+        return CaptureRequest(
+            inputs=True,
+            input_size=self.input_size,
+            reference_dataloader=self.reference_dataloader,
+            input_search=self.probe,
+        )
 
     @override
     def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
         if not trainer.is_global_zero:
             return Contribution()
-        reference = arrays.splits["train"]
-        assert reference.inputs is not None
-        queries = {split: data.inputs for split, data in arrays.splits.items() if data.inputs is not None}
-        neighbours = neighbour_labels_by_split(reference.inputs, np.asarray(reference.labels), queries, self.probe)
+        reference_labels = np.asarray(arrays.splits["train"].labels)
+        found = arrays.input_neighbours(self.probe)  # shared with PredictionDepth's input probe when both are present
         columns = {
-            split: {"kdn": neighbour_disagreement(labels, np.asarray(arrays.splits[split].labels))}
-            for split, labels in neighbours.items()
+            split: {"kdn": neighbour_disagreement(reference_labels[ids], np.asarray(arrays.splits[split].labels))}
+            for split, (_, ids) in found.items()
         }
         info = {
             "kdn": ColumnInfo(

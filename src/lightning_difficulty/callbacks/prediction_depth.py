@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._probe import ProbeConfig, check_k_fits_reference, neighbours_by_split
+from lightning_difficulty.callbacks._probe import check_k_fits_reference
 from lightning_difficulty.callbacks.base import (
     ColumnInfo,
     Columns,
@@ -30,6 +30,7 @@ from lightning_difficulty.pipeline.capture import (
     merge_requests,
     run_capture,
 )
+from lightning_difficulty.pipeline.neighbours import ProbeConfig, neighbours_by_split
 from lightning_difficulty.views.report_views import log_depth_views
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class PredictionDepth(DifficultyCallback):
             reference_dataloader=self.reference_dataloader,
             batch_keys=self.batch_keys,
             logits_from=self.logits_from,
+            input_search=self.probe,
         )
 
     @override
@@ -147,7 +149,7 @@ class PredictionDepth(DifficultyCallback):
         arrays = run_capture(trainer, pl_module, plan, output_dir(trainer) / "cache" / "during_fit")
         if trainer.is_global_zero:
             probes = self._probe_names(arrays)
-            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays.splits, probes)[0].items()}
+            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays, probes)[0].items()}
             self.depth_history[trainer.current_epoch] = {s: float(d.mean()) for s, d in depths.items()}
             _log_depths(trainer, depths, trainer.current_epoch)
 
@@ -160,7 +162,7 @@ class PredictionDepth(DifficultyCallback):
         if not trainer.is_global_zero:
             return Contribution()
         probes = self._probe_names(arrays)
-        columns, neighbours = self._probe_all(arrays.splits, probes)
+        columns, neighbours = self._probe_all(arrays, probes)
         penultimate = probes[-2] if len(probes) > 2 else None
         return Contribution(
             columns=columns,
@@ -172,9 +174,10 @@ class PredictionDepth(DifficultyCallback):
             embeddings={s: d.layers[penultimate] for s, d in arrays.splits.items()} if penultimate else {},
         )
 
-    def _probe_all(self, arrays: dict[str, SplitArrays], probes: list[str]) -> tuple[Columns, Neighbours]:
+    def _probe_all(self, fit_end: FitEndArrays, probes: list[str]) -> tuple[Columns, Neighbours]:
         """The probes' columns, and each sample's nearest training neighbours per probe (the first
         ``KEPT_NEIGHBOURS`` of the same search) for the instance views and the dashboard."""
+        arrays = fit_end.splits
         reference = arrays["train"]
         ref_labels = np.asarray(reference.labels)
         final = {split: data.predictions for split, data in arrays.items()}
@@ -183,7 +186,10 @@ class PredictionDepth(DifficultyCallback):
         kept: Neighbours = {split: {} for split in arrays}
         for probe in probes:
             embeddings = {split: _probe_embedding(data, probe) for split, data in arrays.items()}
-            found = neighbours_by_split(_probe_embedding(reference, probe), embeddings, self.probe)
+            if probe == INPUT_PROBE:  # shared with DataDifficulty's search when both are present
+                found = fit_end.input_neighbours(self.probe)
+            else:
+                found = neighbours_by_split(_probe_embedding(reference, probe), embeddings, self.probe)
             for split, (distances, ids) in found.items():
                 kept[split][probe] = (distances[:, :KEPT_NEIGHBOURS], ids[:, :KEPT_NEIGHBOURS])
                 labels = ref_labels[ids]

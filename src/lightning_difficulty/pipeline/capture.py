@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from lightning_difficulty.data import BatchKeys, class_targets, unpack_batch
 from lightning_difficulty.logits import LogitsTap, as_class_logits, no_logits_error, resolve_modules
+from lightning_difficulty.pipeline.neighbours import ProbeConfig, neighbours_by_split
 from lightning_difficulty.pipeline.splits import split_loaders
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ class CaptureRequest:
     reference_dataloader: DataLoader | None = None
     batch_keys: BatchKeys | None = None
     logits_from: str | None = None
+    input_search: ProbeConfig | None = None
+    """A k-NN search in input space: callbacks asking for the same index share one search with the largest k."""
 
 
 @dataclass
@@ -129,18 +132,36 @@ class CapturePlan:
     reference_dataloader: DataLoader | None = None
     batch_keys: BatchKeys = field(default_factory=BatchKeys)
     logits_from: str | None = None
+    input_searches: dict[tuple[Any, ...], ProbeConfig] = field(default_factory=dict)
 
 
 @dataclass
 class FitEndArrays:
-    """Everything the capture pass produced: ``split -> arrays`` and the layers ``"auto"`` resolved to."""
+    """Everything the capture pass produced: ``split -> arrays``, the layers ``"auto"`` resolved to, and the
+    input-space searches the callbacks share."""
 
     splits: dict[str, SplitArrays]
     auto_layers: tuple[str, ...] = ()
+    input_searches: dict[tuple[Any, ...], ProbeConfig] = field(default_factory=dict)
+    _found: dict[tuple[Any, ...], dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
 
     def layers_for(self, request: CaptureRequest) -> tuple[str, ...]:
         """The layer names behind ``request.layers`` (``"auto"`` resolved)."""
         return self.auto_layers if request.layers == "auto" else tuple(request.layers)
+
+    def input_neighbours(self, config: ProbeConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``split -> (distances, training ids)`` of the ``config.k`` nearest training inputs (leave-one-out for
+        ``"train"``). Every callback that requested this search (same index) shares one search with the largest
+        ``k``; each gets its first ``config.k`` columns. Example: PredictionDepth's input probe (k=30) and
+        DataDifficulty (k=10) search input space once."""
+        shared = self.input_searches.get(config.index_key, config).widest(config)
+        if config.index_key not in self._found or self._found[config.index_key]["train"][1].shape[1] < shared.k:
+            reference = self.splits["train"].inputs
+            assert reference is not None, "inputs were not captured: request them with CaptureRequest(inputs=True)"
+            queries = {split: data.inputs for split, data in self.splits.items() if data.inputs is not None}
+            self._found[config.index_key] = neighbours_by_split(reference, queries, shared)
+        found = self._found[config.index_key]
+        return {split: (dist[:, : config.k], ids[:, : config.k]) for split, (dist, ids) in found.items()}
 
 
 def merge_requests(requests: Sequence[tuple[str, CaptureRequest]]) -> CapturePlan:
@@ -180,6 +201,10 @@ def merge_requests(requests: Sequence[tuple[str, CaptureRequest]]) -> CapturePla
         agree("reference_dataloader", owner, request.reference_dataloader)
         agree("batch_keys", owner, request.batch_keys)
         agree("logits_from", owner, request.logits_from)
+        if request.input_search is not None:
+            key = request.input_search.index_key
+            widest = plan.input_searches.get(key, request.input_search).widest(request.input_search)
+            plan.input_searches[key] = widest
     plan.reference_dataloader = setters.get("reference_dataloader", ("", None))[1]
     plan.batch_keys = setters.get("batch_keys", ("", BatchKeys()))[1]
     plan.logits_from = setters.get("logits_from", ("", None))[1]
@@ -211,7 +236,7 @@ def run_capture(trainer: pl.Trainer, pl_module: pl.LightningModule, plan: Captur
     with _eval_mode(pl_module):
         for split, loader in split_loaders(trainer, plan.reference_dataloader).items():
             out[split] = _run_split(trainer, pl_module, resolved, loader, Path(cache_dir) / split, split)
-    return FitEndArrays(out, auto)
+    return FitEndArrays(out, auto, dict(plan.input_searches))
 
 
 def top_level_blocks(model: nn.Module) -> dict[str, nn.Module]:
