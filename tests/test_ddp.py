@@ -127,3 +127,20 @@ def test_training_dynamics_and_kdn_match_one_process(run: str, request: pytest.F
     assert single.loc[train, DYNAMICS_COLUMNS].notna().all().all()  # the training loop fills every column
     assert single["kdn"].between(0, 1).all() and single["kdn"].gt(0).any()  # overlapping blobs: some disagree
     _assert_tables_equal(single, ddp, [*DYNAMICS_COLUMNS, "dm_region", "kdn"], rtol=1e-5)
+
+
+class PerRankFolderReport(DifficultyReport):
+    """A report whose run folder differs per rank: two nodes without a shared filesystem."""
+
+    def run_dir(self, trainer: L.Trainer) -> Path:
+        return super().run_dir(trainer) / f"node{trainer.global_rank}"
+
+
+def test_a_run_folder_the_ranks_do_not_share_is_refused_before_training(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    train, val = loaders(16, 8, batch_size=4)
+    callbacks = [ConfusionScore(), PerRankFolderReport(dirpath=tmp_path / "out", grid_per_class=0)]
+    trainer = L.Trainer(max_epochs=1, callbacks=callbacks, **trainer_kwargs(tmp_path, devices=2, strategy="ddp_spawn"))
+    with pytest.raises(Exception, match=r"not shared by the 2 ranks.*sees 1 of their tokens"):
+        trainer.fit(TinyMLP(), train, val)
+    assert not list((tmp_path / "out").rglob("scores.parquet"))  # stopped at setup: nothing was trained or written

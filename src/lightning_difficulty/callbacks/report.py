@@ -154,6 +154,33 @@ class DifficultyReport(ReportComposer):
         self._plan = merge_requests(self._requests(trainer))  # contradictions stop here, before training
         if self.class_names is not None and self.error_taxonomy is not None:
             self.error_taxonomy.superclass_ids(len(self.class_names))  # a map of another class count fails now
+        if trainer.world_size > 1:
+            self._check_shared_run_dir(trainer)
+
+    def _check_shared_run_dir(self, trainer: pl.Trainer) -> None:
+        """Refuse, before training, a run folder that the ranks do not share (multi-node without a shared
+        filesystem): rank 0 merges the other ranks' fit-end shards and records through it. Each rank writes a
+        token there; every rank must see all of them."""
+        run_dir = self.run_dir(trainer)
+        token = trainer.strategy.broadcast(uuid.uuid4().hex)
+        folder = run_dir / ".rank-tokens"
+        folder.mkdir(parents=True, exist_ok=True)
+        mine = folder / f"{token}.rank{trainer.global_rank}"
+        mine.touch()
+        trainer.strategy.barrier()
+        seen = len(list(folder.glob(f"{token}.rank*")))
+        shared = trainer.strategy.reduce_boolean_decision(seen == trainer.world_size, all=True)
+        mine.unlink(missing_ok=True)
+        trainer.strategy.barrier()
+        if trainer.is_global_zero and shared:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not shared:
+            raise RuntimeError(
+                f"DifficultyReport: the run folder {run_dir} is not shared by the {trainer.world_size} ranks (rank "
+                f"{trainer.global_rank} sees {seen} of their tokens). Rank 0 merges every rank's fit-end arrays and "
+                "records through it. Use a folder on a filesystem every node mounts: "
+                "`DifficultyReport(dirpath=<shared path>)` (and a shared `default_root_dir` for the records)."
+            )
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
