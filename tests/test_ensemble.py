@@ -76,7 +76,9 @@ def test_combine_runs_equals_direct_computation(tmp_path: Path) -> None:
     table = combine_runs(runs, tmp_path / "ensemble", chunk_rows=2)  # chunks that split the rows
 
     ensemble, per_run = _direct(probs)
-    assert list(table.columns) == ["split", "index", "label", "confusion", *[f"confusion_run{i}" for i in range(M)]]
+    runs_confusion = [f"confusion_run{i}" for i in range(M)]
+    runs_el2n = [f"el2n_run{i}" for i in range(M)]  # with labels: EL2N per run and its mean
+    assert list(table.columns) == ["split", "index", "label", "confusion", *runs_confusion, "el2n", *runs_el2n]
     np.testing.assert_allclose(table["confusion"], ensemble, rtol=1e-6, equal_nan=True)
     for i in range(M):
         np.testing.assert_allclose(table[f"confusion_run{i}"], per_run[i], rtol=1e-6, equal_nan=True)
@@ -305,3 +307,25 @@ def test_read_records_and_writer_checks(tmp_path: Path) -> None:
     write_epoch_record(tmp_path, np.eye(2), split="train", epoch=0)
     with pytest.raises(ValueError, match=r"exactly one split .* \['train', 'val'\]"):
         read_records(tmp_path)
+
+
+def test_combine_el2n_is_the_mean_over_runs_of_each_runs_last_epoch(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    labels = np.array([0, 2, 1, 2])
+    runs = []
+    expected = []
+    for seed in range(2):
+        run = tmp_path / f"seed{seed}"
+        probs = rng.dirichlet(np.ones(3), size=(2, 4))  # 2 epochs, 4 samples
+        if seed == 1:
+            probs[1, 3] = np.nan  # run 1 does not see sample 3 in its last epoch
+        for epoch in range(2):
+            write_epoch_record(run, probs[epoch], split="val", epoch=epoch)
+        pd.DataFrame({"split": "val", "index": np.arange(4), "label": labels}).to_parquet(run / "scores.parquet")
+        last = np.where(np.isnan(probs[1]).all(axis=1)[:, None], probs[0], probs[1])
+        expected.append(np.linalg.norm(last - np.eye(3)[labels], axis=1))
+        runs.append(run)
+    table = combine_runs(runs, tmp_path / "ens", split="val")
+    np.testing.assert_allclose(table["el2n_run0"], expected[0], rtol=1e-6)
+    np.testing.assert_allclose(table["el2n_run1"], expected[1], rtol=1e-6)
+    np.testing.assert_allclose(table["el2n"], (expected[0] + expected[1]) / 2, rtol=1e-6)

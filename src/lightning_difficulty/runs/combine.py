@@ -154,11 +154,31 @@ def _read_labels(runs: Sequence[RunRecords], split: str) -> tuple[np.ndarray, np
     return (labels, known) if known.any() else None
 
 
-def _accumulate(runs: Sequence[RunRecords], chunk_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch-by-epoch sums; returns the ensemble score ``(N,)`` and the per-run scores ``(M, N)``."""
+def el2n_of_probs(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``|| p - onehot(label) ||_2`` per row of probabilities ``(..., n, C)`` (Paul et al. 2021); NaN rows stay
+    NaN, and so do rows whose label is unknown (-1).
+
+    Example::
+
+        >>> el2n_of_probs(np.array([[0.5, 0.5], [1.0, 0.0]]), np.array([0, 0])).round(4).tolist()
+        [0.7071, 0.0]
+    """
+    known = np.broadcast_to(labels >= 0, probs.shape[:-1])
+    index = np.broadcast_to(np.where(labels >= 0, labels, 0), probs.shape[:-1])
+    p_label = np.take_along_axis(probs, index[..., None], axis=-1)[..., 0]
+    squared = np.maximum((probs**2).sum(axis=-1) - 2 * p_label + 1, 0.0)
+    return np.where(known, np.sqrt(squared), np.nan)
+
+
+def _accumulate(
+    runs: Sequence[RunRecords], chunk_rows: int, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Epoch-by-epoch sums. Returns the ensemble score ``(N,)``, the per-run scores ``(M, N)`` and, with
+    labels, each run's EL2N at the last epoch it saw each sample ``(M, N)``."""
     n, m = runs[0].manifest.num_samples, len(runs)
     ens_sum, ens_cnt = np.zeros(n), np.zeros(n)
     run_sum, run_cnt = np.zeros((m, n)), np.zeros((m, n))
+    last_el2n = np.full((m, n), np.nan) if labels is not None else None
     for epoch in runs[0].manifest.epochs:
         records = [run.open_epoch(epoch) for run in runs]
         for start in range(0, n, chunk_rows):
@@ -168,7 +188,11 @@ def _accumulate(runs: Sequence[RunRecords], chunk_rows: int) -> tuple[np.ndarray
                 block = record.dense(start, stop)
                 seen_rows(block, f"run {run.run_dir} epoch {epoch}")
                 blocks.append(block)
-            ens_h, seen, run_h, run_seen = _epoch_entropies(np.stack(blocks))
+            stack = np.stack(blocks)
+            ens_h, seen, run_h, run_seen = _epoch_entropies(stack)
+            if last_el2n is not None and labels is not None:  # epochs ascend: the last one seen wins
+                value = el2n_of_probs(np.nan_to_num(stack, nan=0.0), labels[start:stop])
+                last_el2n[:, start:stop] = np.where(run_seen, value, last_el2n[:, start:stop])
             ens_sum[start:stop] += ens_h
             ens_cnt[start:stop] += seen
             run_sum[:, start:stop] += run_h
@@ -176,7 +200,7 @@ def _accumulate(runs: Sequence[RunRecords], chunk_rows: int) -> tuple[np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         ensemble = np.where(ens_cnt > 0, ens_sum / np.maximum(ens_cnt, 1), np.nan)
         per_run = np.where(run_cnt > 0, run_sum / np.maximum(run_cnt, 1), np.nan)
-    return ensemble, per_run
+    return ensemble, per_run, last_el2n
 
 
 def combine_runs(
@@ -196,7 +220,9 @@ def combine_runs(
 
     Writes (atomically) ``out_dir/scores.parquet`` with columns ``split``, ``index``, ``label``
     (when a run's ``scores.parquet`` has labels; nullable ``Int64`` if some samples have none),
-    ``confusion`` (ensemble) and ``confusion_run<i>`` (run ``i``'s own epoch-averaged entropy), and
+    ``confusion`` (ensemble) and ``confusion_run<i>`` (run ``i``'s own epoch-averaged entropy), with labels
+    ``el2n`` (Paul et al.: the mean over runs of each run's EL2N at the last epoch it saw the sample, from its
+    recorded train-mode probabilities; approximate for top-k records) and ``el2n_run<i>``, and
     ``out_dir/summary.json`` (version 2: runs, M and, per split, epochs, sizes, ...). One score per
     sample; higher = harder.
 
@@ -267,13 +293,14 @@ def _combine_split(resolved: Sequence[Path], split: str, chunk_rows: int | None)
     if not runs[0].manifest.epochs:
         raise ValueError(f"Expected the runs to have recorded at least one epoch of split {split!r}, but got none.")
     n, c, m = runs[0].manifest.num_samples, runs[0].manifest.num_classes, len(runs)
-    ensemble, per_run = _accumulate(runs, chunk_rows or max(1, _CHUNK_ELEMENTS // (m * c)))
+    labels = _read_labels(runs, split)
+    known_labels = np.where(labels[1], labels[0], -1) if labels is not None else None
+    ensemble, per_run, el2n = _accumulate(runs, chunk_rows or max(1, _CHUNK_ELEMENTS // (m * c)), known_labels)
     fingerprints = {r.manifest.label_fingerprint for r in runs} - {None}
     columns: dict[str, Any] = {
         "split": np.full(n, split, dtype=object),
         "index": np.arange(n, dtype=np.int64),
     }
-    labels = _read_labels(runs, split)
     if labels is not None:
         values, known = labels
         if known.all() and fingerprints and _label_fingerprint(values) not in fingerprints:
@@ -290,6 +317,12 @@ def _combine_split(resolved: Sequence[Path], split: str, chunk_rows: int | None)
     columns["confusion"] = ensemble
     for i in range(m):
         columns[f"confusion_run{i}"] = per_run[i]
+    if el2n is not None:  # Paul et al.: EL2N averaged over seeds, each at its last epoch seeing the sample
+        counted = np.isfinite(el2n).sum(axis=0)
+        total = np.where(np.isfinite(el2n), el2n, 0.0).sum(axis=0)
+        columns["el2n"] = np.where(counted > 0, total / np.maximum(counted, 1), np.nan)
+        for i in range(m):
+            columns[f"el2n_run{i}"] = el2n[i]
     entry = {
         "epochs": list(runs[0].manifest.epochs),
         "num_samples": n,
