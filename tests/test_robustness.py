@@ -800,3 +800,72 @@ def test_the_fit_end_pass_keeps_the_loaders_worker_init_fn(tmp_path: Path) -> No
     fit(tmp_path, Net(), [ConfusionScore(), DataDifficulty(k=3), report()], epochs=1, train=train, val=val)
     table = read_table(tmp_path / "difficulty")
     assert table["kdn"].notna().all() and len(table) == N_TRAIN + N_VAL
+
+
+def _counts(n: int, seed: int) -> np.ndarray:
+    """Annotator counts (n, 4), 10 annotators a row, every row annotated."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(10, [0.4, 0.3, 0.2, 0.1], size=n)
+
+
+def test_human_annotations_with_nan_are_refused_at_construction() -> None:
+    from lightning_difficulty import HumanAlignment
+
+    counts = _counts(N_VAL, seed=0).astype(float)
+    counts[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"rows \[5\].*NaN"):
+        HumanAlignment(counts, split="val")
+
+
+def test_human_rows_without_annotations_are_nan_with_a_warning(tmp_path: Path) -> None:
+    from lightning_difficulty import HumanAlignment
+
+    counts = _counts(N_VAL, seed=0)
+    counts[[3, 7]] = 0
+    with pytest.warns(UserWarning, match="2 samples have no annotation"):
+        fit(tmp_path, Net(), [ConfusionScore(), HumanAlignment(counts, split="val"), report()], epochs=1)
+    table = read_table(tmp_path / "difficulty")
+    human = column(table, "val", "human_difficulty")
+    labels = column(table, "val", "label")
+    assert np.isnan(human[[3, 7]]).all()
+    rows = np.setdiff1d(np.arange(N_VAL), [3, 7])
+    expected = 1 - counts[rows, labels[rows]] / counts[rows].sum(axis=1)
+    np.testing.assert_allclose(human[rows], expected)
+
+
+def test_human_alignment_on_a_split_that_does_not_exist_stops_before_training(tmp_path: Path) -> None:
+    from lightning_difficulty import HumanAlignment
+
+    model = Net()
+    with pytest.raises(ValueError, match=r"split='val_1'.*splits \['train', 'val'\]"):
+        fit(tmp_path, model, [HumanAlignment(_counts(N_VAL, 0), split="val_1"), report()], epochs=1)
+    assert model.steps == 0
+
+
+def test_human_alignment_on_train_and_val_keep_their_own_summaries(tmp_path: Path) -> None:
+    from lightning_difficulty import HumanAlignment
+
+    train_counts, val_counts = _counts(N_TRAIN, seed=1), _counts(N_VAL, seed=2)
+    train_counts[:, 0] += 5  # a different annotator-count profile per split
+    callbacks = [HumanAlignment(train_counts, split="train"), HumanAlignment(val_counts, split="val"), report()]
+    fit(tmp_path, Net(), callbacks, epochs=1)
+    summary = json.loads((tmp_path / "difficulty" / "summary.json").read_text())
+    by_split = {m["split"]: m for m in summary["measures"].values() if m["callback"] == "HumanAlignment"}
+    assert by_split["train"]["annotators_per_sample"] == {"min": 15, "median": 15.0}
+    assert by_split["val"]["annotators_per_sample"] == {"min": 10, "median": 10.0}
+
+
+class _TwoLoaderNet(Net):
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().validation_step(batch, batch_idx)
+
+
+def test_a_dict_of_validation_loaders_is_scored_per_loader(tmp_path: Path) -> None:
+    recorder = LogitRecorder()
+    train, val = make_loaders()
+    other = DataLoader(dataset(N_VAL - 5, seed=3), batch_size=BATCH)
+    callbacks = [ConfusionScore(), report(), recorder]
+    fit(tmp_path, _TwoLoaderNet(), callbacks, epochs=2, train=train, val={"a": val, "b": other})
+    table = read_table(tmp_path / "difficulty")
+    assert sorted(set(table["split"])) == ["train", "val", "val_1"]
+    assert (table["split"] == "val_1").sum() == N_VAL - 5 and table["confusion"].notna().all()

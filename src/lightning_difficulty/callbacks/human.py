@@ -19,7 +19,7 @@ from lightning_difficulty.functional.human import (
     load_annotations,
 )
 from lightning_difficulty.pipeline.capture import FitEndArrays
-from lightning_difficulty.pipeline.splits import split_loader, split_loaders
+from lightning_difficulty.pipeline.splits import split_loader, split_name, validation_loaders
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -92,9 +92,8 @@ class HumanAlignment(DifficultyCallback):
             not_loaded = trainer.train_dataloader if self.split == "train" else trainer.val_dataloaders
             if not_loaded is None:
                 return  # that loop's loaders are not loaded yet: checked again when it starts
-            raise ValueError(
-                f"Invalid value for split={self.split!r}: the trainer has the splits {sorted(split_loaders(trainer))}."
-            )
+            known = ["train", *(split_name(i) for i in range(len(validation_loaders(trainer))))]
+            raise ValueError(f"Invalid value for split={self.split!r}: the trainer has the splits {known}.")
         num_samples = len(loader.dataset)
         if self._num_rows != num_samples:
             raise ValueError(
@@ -111,9 +110,13 @@ class HumanAlignment(DifficultyCallback):
         labels = np.asarray(data.labels)
         num_classes = int(data.logits.shape[1])
         if isinstance(self._source, (str, os.PathLike)):
-            counts = load_annotations(self._source, num_classes=num_classes, kind=self.kind, key=self.key)
+            counts = load_annotations(
+                self._source, num_classes=num_classes, kind=self.kind, key=self.key, allow_unannotated=True
+            )
         else:
-            counts = annotations_to_counts(self._source, num_classes=num_classes, kind=self.kind)
+            counts = annotations_to_counts(
+                self._source, num_classes=num_classes, kind=self.kind, allow_unannotated=True
+            )
         annotated = counts.sum(axis=1) > 0
         if not annotated.all():
             rank_zero_warn(

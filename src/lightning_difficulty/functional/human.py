@@ -32,7 +32,7 @@ _NPZ_KEYS: tuple[str, ...] = ("counts", "labels")
 
 
 def annotations_to_counts(
-    annotations: ArrayLike, *, num_classes: int, kind: AnnotationKind = "auto"
+    annotations: ArrayLike, *, num_classes: int, kind: AnnotationKind = "auto", allow_unannotated: bool = False
 ) -> NDArray[np.int64]:
     """Turn human annotations into an annotator-count matrix.
 
@@ -56,9 +56,10 @@ def annotations_to_counts(
         annotations: ``(N, C)`` counts or ``(N, A)`` per-annotator labels, integer valued.
         num_classes: number of classes ``C``.
         kind: ``"counts"``, ``"labels"`` or ``"auto"`` (see above).
+        allow_unannotated: keep rows without any annotation (all-zero counts) instead of refusing them.
 
     Returns:
-        ``(N, C)`` int64 counts; every row has at least one annotation.
+        ``(N, C)`` int64 counts; every row has at least one annotation unless ``allow_unannotated``.
 
     Raises:
         ValueError: on a wrong ``kind`` or ``num_classes``, an array that is not 2-D or not integer valued,
@@ -79,7 +80,8 @@ def annotations_to_counts(
         counts = _counts_from_count_matrix(array, num_classes)
     else:
         counts = _counts_from_label_matrix(array, num_classes)
-    _check_every_row_annotated(counts, "annotations")
+    if not allow_unannotated:
+        _check_every_row_annotated(counts, "annotations")
     return counts
 
 
@@ -89,6 +91,7 @@ def load_annotations(
     num_classes: int,
     kind: AnnotationKind = "auto",
     key: str | None = None,
+    allow_unannotated: bool = False,
 ) -> NDArray[np.int64]:
     """Load human annotations from an array, an ``.npy`` file or an ``.npz`` file as a count matrix.
 
@@ -101,6 +104,7 @@ def load_annotations(
         num_classes: number of classes ``C``.
         kind: ``"counts"``, ``"labels"`` or ``"auto"``, as in :func:`annotations_to_counts`.
         key: name of the array inside an ``.npz`` file.
+        allow_unannotated: as in :func:`annotations_to_counts`.
 
     Returns:
         ``(N, C)`` int64 counts.
@@ -118,7 +122,7 @@ def load_annotations(
     if not isinstance(source, (str, os.PathLike)):
         if key is not None:
             raise ValueError(f"Argument `key` ({key!r}) only applies to `.npz` files, but an array was given.")
-        return annotations_to_counts(source, num_classes=num_classes, kind=kind)
+        return annotations_to_counts(source, num_classes=num_classes, kind=kind, allow_unannotated=allow_unannotated)
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"Expected argument `source` to be an existing file, but {str(path)!r} does not exist.")
@@ -134,7 +138,7 @@ def load_annotations(
             f"Expected argument `source` to be a `.npy` or `.npz` file, but got {str(path)!r}. "
             "Save the annotations with `np.save` or `np.savez`, or pass the array itself."
         )
-    return annotations_to_counts(array, num_classes=num_classes, kind=kind)
+    return annotations_to_counts(array, num_classes=num_classes, kind=kind, allow_unannotated=allow_unannotated)
 
 
 def human_difficulty(counts: ArrayLike, labels: ArrayLike) -> NDArray[np.float64]:
