@@ -111,22 +111,11 @@ def test_epoch_curves_data_map_and_score_correlations(tmp_path: Path) -> None:
 
 
 def test_mid_epoch_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from tests.test_robustness import CrashAt, Net, ResumableLoader, fit, make_loaders, read_table, report
+    from tests.test_robustness import Net, crash_and_resume, fit, read_table, report
 
     columns = ["dm_confidence", "dm_variability", "dm_correctness", "forgetting", "never_learned", "aum", "el2n"]
     fit(tmp_path / "full", Net(), [TrainingDynamics(), report()], epochs=3)
     full = read_table(tmp_path / "full" / "difficulty")
-
-    root = tmp_path / "crashed"
-    ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(root, Net(), [TrainingDynamics(), report(), ckpt, CrashAt(10)], epochs=3, enable_checkpointing=True)
-    train, val = make_loaders(loader=ResumableLoader)
-    train.skip = 3  # the checkpoint at step 9 is three batches into epoch 1
-    callbacks = [TrainingDynamics(), report()]
-    fit(root, Net(), callbacks, epochs=3, train=train, val=val, ckpt_path=str(root / "ckpt" / "epoch=1-step=9.ckpt"))
-    resumed = read_table(root / "difficulty")
+    resumed = read_table(crash_and_resume(tmp_path / "crashed", lambda: [TrainingDynamics(), report()]))
     pd.testing.assert_frame_equal(resumed[["split", "index", *columns]], full[["split", "index", *columns]])
     assert full["forgetting"].sum() > 0 or full["dm_variability"].max() > 0  # the columns carry information

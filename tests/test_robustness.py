@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -367,25 +367,22 @@ def test_resume_from_a_checkpoint_at_the_last_batch_of_an_epoch(tmp_path: Path) 
     )
 
 
-def test_resume_mid_epoch_keeps_the_records_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    recorder, full = _uninterrupted(tmp_path / "full", every_n_train_steps=3)
-    root = tmp_path / "crashed"
+def crash_and_resume(root: Path, make_callbacks: Callable[[], list[Any]]) -> Path:
+    """Train 3 epochs with checkpoints every 3 steps, crash at step 10, resume from the step-9 checkpoint
+    (three batches into epoch 1) with a loader that replays the rest of that epoch; returns the run folder."""
     ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(root, Net(), [ConfusionScore(), report(), ckpt, CrashAt(10)], epochs=3, enable_checkpointing=True)
+        fit(root, Net(), [*make_callbacks(), ckpt, CrashAt(10)], epochs=3, enable_checkpointing=True)
     train, val = make_loaders(loader=ResumableLoader)
-    train.skip = 3  # the checkpoint at step 9 is three batches into epoch 1
-    fit(
-        root,
-        Net(),
-        [ConfusionScore(), report()],
-        epochs=3,
-        train=train,
-        val=val,
-        ckpt_path=str(root / "ckpt" / "epoch=1-step=9.ckpt"),
-    )
+    train.skip = 3
+    checkpoint = str(root / "ckpt" / "epoch=1-step=9.ckpt")
+    fit(root, Net(), make_callbacks(), epochs=3, train=train, val=val, ckpt_path=checkpoint)
+    return root / "difficulty"
 
-    run = root / "difficulty"
+
+def test_resume_mid_epoch_keeps_the_records_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    recorder, full = _uninterrupted(tmp_path / "full", every_n_train_steps=3)
+    run = crash_and_resume(tmp_path / "crashed", lambda: [ConfusionScore(), report()])
     assert _epoch_files(run) == _epoch_files(full) == [f"epoch_{e:04d}.probs.npy" for e in range(3)]
     for epoch, probs in expected_probs(recorder.kept["train"], N_TRAIN, 4).items():
         name = f"epoch_{epoch:04d}.probs.npy"
