@@ -354,13 +354,14 @@ def test_prediction_depth_and_kdn_share_one_input_space_search(tmp_path: Path, m
     from lightning_difficulty.pipeline import capture
 
     calls: list[int] = []
-    search = capture.neighbours_by_split
+    search = capture.FitEndArrays.search
 
-    def counted(reference: Any, queries: Any, config: Any) -> Any:
-        calls.append(config.k)
-        return search(reference, queries, config)
+    def counted(self: Any, name: str, reference: Any, queries: Any, config: Any, rows: Any = None) -> Any:
+        if name == "input":
+            calls.append(config.k)
+        return search(self, name, reference, queries, config, rows)
 
-    monkeypatch.setattr(capture, "neighbours_by_split", counted)
+    monkeypatch.setattr(capture.FitEndArrays, "search", counted)
     columns = ["split", "index", "kdn", "knn:input", "kdn:input", "prediction_depth"]
     fit(tmp_path / "both", Net(), [PredictionDepth(k=7), DataDifficulty(k=4), report()], epochs=1)
     assert calls == [7]  # one input-space search, with the larger k; the other probes search elsewhere

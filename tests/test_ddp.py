@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_difficulty import ConfusionScore, DataDifficulty, DifficultyReport, PredictionDepth, TrainingDynamics
+from lightning_difficulty.runs.summary import measure_summary, read_summary
 from tests.helpers import StridedSampler, TinyMLP, loaders, trainer_kwargs
 
 K = 5
@@ -118,6 +119,13 @@ def test_prediction_depth_ddp_matches_one_process(frozen: tuple) -> None:
     columns += [f"{kind}:{p}" for kind in ("knn", "kdn") for p in PROBES]
     pd.testing.assert_frame_equal(single[columns], ddp[columns])
     assert len(single) == 45 + N_VAL
+    # the probes' search was split: each rank indexed half of the training rows, rank 0 merged the answers
+    root = frozen[2]
+    ranks = {
+        run: measure_summary(read_summary(root / run / "out"), "PredictionDepth")["search_ranks"]
+        for run in ("one", "two")
+    }
+    assert ranks == {"one": 1, "two": 2}
 
 
 @pytest.mark.parametrize("run", ["trained", "frozen"])

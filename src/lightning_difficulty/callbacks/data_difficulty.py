@@ -12,7 +12,7 @@ from lightning_difficulty.callbacks._probe import check_k_fits_reference
 from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback
 from lightning_difficulty.functional.knn import neighbour_disagreement
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
-from lightning_difficulty.pipeline.neighbours import ProbeConfig
+from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK, ProbeConfig
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -28,7 +28,8 @@ class DataDifficulty(DifficultyCallback):
     Args:
         k: neighbours (Smith et al.: 5-10).
         input_size: average-pool image inputs to ``input_size x input_size`` first (for large images).
-        index: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"``.
+        index: ``"auto"`` (exact below 1,000,000 training rows, IVF from there on), ``"flat"`` (exact),
+            ``"ivf"`` or ``"hnsw"``. The same as PredictionDepth's (default ``"auto"``) shares its input search.
         reference_dataloader: un-augmented training data (default: the training dataloader, un-shuffled).
 
     Example::
@@ -41,7 +42,7 @@ class DataDifficulty(DifficultyCallback):
         k: int = 10,
         *,
         input_size: int | None = None,
-        index: Literal["flat", "ivf", "hnsw"] = "flat",
+        index: Literal["auto", "flat", "ivf", "hnsw"] = "auto",
         reference_dataloader: DataLoader | None = None,
         use_gpu: bool | Literal["auto"] = "auto",
     ) -> None:
@@ -76,13 +77,13 @@ class DataDifficulty(DifficultyCallback):
 
     @override
     def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        found = arrays.input_neighbours(self.probe)  # shared with PredictionDepth's input probe; collective
         if not trainer.is_global_zero:
             return Contribution()
         reference_labels = np.asarray(arrays.splits["train"].labels)
-        found = arrays.input_neighbours(self.probe)  # shared with PredictionDepth's input probe when both are present
         columns = {
-            split: {"kdn": neighbour_disagreement(reference_labels[ids], np.asarray(arrays.splits[split].labels))}
-            for split, (_, ids) in found.items()
+            split: {"kdn": _disagreement(answer.ids, reference_labels, np.asarray(arrays.splits[split].labels))}
+            for split, answer in found.items()
         }
         info = {
             "kdn": ColumnInfo(
@@ -95,3 +96,12 @@ class DataDifficulty(DifficultyCallback):
         }
         summary = {split: {"mean_kdn": float(c["kdn"].mean()), "k": self.probe.k} for split, c in columns.items()}
         return Contribution(columns=columns, info=info, summary=summary)
+
+
+def _disagreement(ids: np.ndarray, reference_labels: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """kDN of every query from its neighbour ids, ``QUERY_BLOCK`` queries at a time."""
+    out = np.empty(len(ids), dtype=np.float64)
+    for start in range(0, len(ids), QUERY_BLOCK):
+        block = reference_labels[np.asarray(ids[start : start + QUERY_BLOCK])]
+        out[start : start + len(block)] = neighbour_disagreement(block, labels[start : start + len(block)])
+    return out

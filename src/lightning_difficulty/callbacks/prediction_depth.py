@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
@@ -30,7 +33,8 @@ from lightning_difficulty.pipeline.capture import (
     merge_requests,
     run_capture,
 )
-from lightning_difficulty.pipeline.neighbours import ProbeConfig, neighbours_by_split
+from lightning_difficulty.pipeline.cost import affordable_queries, gemm_rate, probe_stage_seconds
+from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK, ProbeConfig, agreement_rows, sample_rows
 from lightning_difficulty.views.report_views import log_depth_views
 
 if TYPE_CHECKING:
@@ -39,6 +43,20 @@ if TYPE_CHECKING:
 INPUT_PROBE = "input"
 KEPT_NEIGHBOURS = 8
 """Nearest training neighbours per probe kept for the instance views and the dashboard."""
+MIN_SAMPLED_QUERIES = 1000
+"""Training rows scored at least when ``train_queries="auto"`` samples them."""
+TrainQueries = int | float | Literal["all", "auto"]
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """Which training rows the probes score (``None``: all), and why: decided on rank 0, the same on every rank."""
+
+    train_rows: np.ndarray | None
+    index: str
+    search_ranks: int
+    estimated_seconds: float
+    reason: str
 
 
 class PredictionDepth(DifficultyCallback):
@@ -61,7 +79,18 @@ class PredictionDepth(DifficultyCallback):
         k: neighbours per probe (Baldock et al.: 30).
         reduction: ``"auto"`` (pool conv maps, project wide outputs to 256 dims, float16) or ``None``
             (raw flattened activations, float32).
-        index: ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate, for large reference sets).
+        index: ``"auto"`` (exact below 1,000,000 training rows, IVF from there on; see
+            :data:`~lightning_difficulty.pipeline.neighbours.APPROXIMATE_FROM`), ``"flat"`` (exact), ``"ivf"`` or
+            ``"hnsw"``. With an approximate index, ``summary.json`` reports its agreement with exact search on
+            ``agreement_queries`` sampled queries (identical votes per probe and identical depth).
+        train_queries: which training rows get a depth (the probes' reference set is always every training row;
+            every validation row is always scored): ``"all"``, a count, a fraction in ``(0, 1]``, or ``"auto"``:
+            all, unless the cost model (:mod:`~lightning_difficulty.pipeline.cost`) predicts the probe stage
+            would exceed ``probe_budget`` seconds; then a seeded sample that fits, with a warning. Rows not
+            scored get NaN in the probe columns, and ``summary.json`` says how many were scored.
+        probe_budget: seconds the probe stage may take under ``train_queries="auto"`` (default 30 minutes).
+        seed: seed of the training-row sample and of the agreement sample.
+        agreement_queries: queries checked against exact search when the index is approximate (0: none).
         index_options: passed to :func:`~lightning_difficulty.functional.knn.build_index` (``nlist``,
             ``nprobe``, ``hnsw_m``, ``ef_search``).
         input_size: average-pool image inputs to this side length before the input probe.
@@ -80,7 +109,11 @@ class PredictionDepth(DifficultyCallback):
         *,
         k: int = 30,
         reduction: Reduction = "auto",
-        index: Literal["flat", "ivf", "hnsw"] = "flat",
+        index: Literal["auto", "flat", "ivf", "hnsw"] = "auto",
+        train_queries: TrainQueries = "auto",
+        probe_budget: float = 1800.0,
+        seed: int = 0,
+        agreement_queries: int = 2000,
         index_options: dict[str, Any] | None = None,
         input_size: int | None = None,
         reference_dataloader: DataLoader | None = None,
@@ -94,21 +127,34 @@ class PredictionDepth(DifficultyCallback):
             raise ValueError(f"Invalid value for layers={layers!r}. Give a non-empty list of module names or 'auto'.")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"Expected argument `k` to be a positive integer, but got {k!r}.")
-        if index not in ("flat", "ivf", "hnsw"):
-            raise ValueError(f"Invalid value for index={index!r}. Must be 'flat', 'ivf' or 'hnsw'.")
+        if index not in ("auto", "flat", "ivf", "hnsw"):
+            raise ValueError(f"Invalid value for index={index!r}. Must be 'auto', 'flat', 'ivf' or 'hnsw'.")
+        _check_train_queries(train_queries)
+        if isinstance(probe_budget, bool) or not isinstance(probe_budget, int | float) or not probe_budget > 0:
+            raise ValueError(f"Expected argument `probe_budget` to be positive seconds, but got {probe_budget!r}.")
+        if isinstance(agreement_queries, bool) or not isinstance(agreement_queries, int) or agreement_queries < 0:
+            raise ValueError(
+                f"Expected argument `agreement_queries` to be a non-negative integer, but got {agreement_queries!r}."
+            )
         if every_n_epochs is not None and (not isinstance(every_n_epochs, int) or every_n_epochs < 1):
             raise ValueError(
                 f"Expected argument `every_n_epochs` to be a positive integer, but got {every_n_epochs!r}."
             )
         self.layers: tuple[str, ...] | Literal["auto"] = "auto" if layers == "auto" else tuple(layers)
         self.reduction = reduction
-        self.probe = ProbeConfig(k, index, tuple(sorted((index_options or {}).items())), use_gpu)
+        self.probe = ProbeConfig(k, index, tuple(sorted((index_options or {}).items())), use_gpu, sampled_train=True)
+        self.train_queries = train_queries
+        self.probe_budget = float(probe_budget)
+        self.seed = seed
+        self.agreement_queries = agreement_queries
         self.input_size = input_size
         self.reference_dataloader = reference_dataloader
         self.every_n_epochs = every_n_epochs
         self.batch_keys = batch_keys
         self.logits_from = logits_from
-        self._state_key = self._generate_state_key(layers=self.layers, k=k, reduction=reduction, index=index)
+        self._state_key = self._generate_state_key(
+            layers=self.layers, k=k, reduction=reduction, index=index, train_queries=train_queries
+        )
         self.depth_history: dict[int, dict[str, float]] = {}
 
     @property
@@ -147,10 +193,11 @@ class PredictionDepth(DifficultyCallback):
             return
         plan = merge_requests([(self.state_key, self.capture_request())])
         arrays = run_capture(trainer, pl_module, plan, output_dir(trainer) / "cache" / "during_fit")
+        probes = self._probe_names(arrays)
+        columns = self._probe_all(arrays, probes, self._plan_queries(arrays, probes)).columns  # collective
         if trainer.is_global_zero:
-            probes = self._probe_names(arrays)
-            depths = {s: c["prediction_depth"] for s, c in self._probe_all(arrays, probes)[0].items()}
-            self.depth_history[trainer.current_epoch] = {s: float(d.mean()) for s, d in depths.items()}
+            depths = {s: c["prediction_depth"] for s, c in columns.items()}
+            self.depth_history[trainer.current_epoch] = {s: float(np.nanmean(d)) for s, d in depths.items()}
             _log_depths(trainer, depths, trainer.current_epoch)
 
     def _probe_names(self, arrays: FitEndArrays) -> list[str]:
@@ -159,63 +206,232 @@ class PredictionDepth(DifficultyCallback):
 
     @override
     def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
+        started = time.perf_counter()
+        probes = self._probe_names(arrays)
+        plan = self._plan_queries(arrays, probes)
+        probed = self._probe_all(arrays, probes, plan)  # collective: every rank searches its reference shard
+        agreement = self._agreement(arrays, probes, probed, plan)
         if not trainer.is_global_zero:
             return Contribution()
-        probes = self._probe_names(arrays)
-        columns, neighbours = self._probe_all(arrays, probes)
+        summary = self._summary(arrays.splits, probed, probes, plan, agreement)
+        summary["probe_seconds"] = time.perf_counter() - started
         penultimate = probes[-2] if len(probes) > 2 else None
         return Contribution(
-            columns=columns,
+            columns=probed.columns,
             info=_column_info(probes),
-            summary=self._summary(arrays.splits, columns, probes),
+            summary=summary,
             views=[functools.partial(log_depth_views, probes=probes)],
-            neighbours=neighbours,
+            neighbours=probed.neighbours,
             probe_names=tuple(probes),
             embeddings={s: d.layers[penultimate] for s, d in arrays.splits.items()} if penultimate else {},
         )
 
-    def _probe_all(self, fit_end: FitEndArrays, probes: list[str]) -> tuple[Columns, Neighbours]:
-        """The probes' columns, and each sample's nearest training neighbours per probe (the first
-        ``KEPT_NEIGHBOURS`` of the same search) for the instance views and the dashboard."""
+    def _plan_queries(self, arrays: FitEndArrays, probes: list[str]) -> QueryPlan:
+        """The training rows to score: every row, the asked number, or what the cost model says fits the budget."""
+        n_train = len(arrays.splits["train"].labels)
+        other = sum(len(d.labels) for s, d in arrays.splits.items() if s != "train")
+        dims = [_probe_embedding(arrays.splits["train"], p).shape[1] for p in probes]
+        index = self.probe.resolved(n_train).index
+        kind = "flat" if index == "flat" else "ivf"  # the cost model prices HNSW as IVF
+        world = len(arrays.ranks.shards(n_train, k=self.probe.k))
+        plan = None
+        if arrays.ranks.rank == 0:
+            rate = gemm_rate()
+            estimate = probe_stage_seconds(n_train, other + n_train, dims, kind=kind, world=world, rate=rate)
+            count, reason = _train_count(self.train_queries, n_train), "asked"
+            if self.train_queries == "auto" and estimate > self.probe_budget:
+                fits = affordable_queries(
+                    n_train, other, dims, kind=kind, world=world, rate=rate, budget=self.probe_budget
+                )
+                count, reason = max(fits, min(n_train, MIN_SAMPLED_QUERIES)), "budget"
+                rank_zero_warn(
+                    f"PredictionDepth: scoring all {n_train:,} training rows would take about {estimate / 60:.0f} min "
+                    f"here (cost model, index {index!r}, {world} rank(s)), over probe_budget={self.probe_budget:g} s. "
+                    f"Scoring a seeded sample of {count:,} training rows instead (every validation row is scored; "
+                    "the rest get NaN). Pass train_queries='all' to score every row, or a larger probe_budget."
+                )
+            rows = sample_rows(n_train, count, self.seed)
+            scored = n_train if rows is None else len(rows)
+            seconds = probe_stage_seconds(n_train, other + scored, dims, kind=kind, world=world, rate=rate)
+            plan = QueryPlan(rows, index, world, seconds, reason if rows is not None else "all")
+        return arrays.ranks.broadcast(plan)
+
+    def _probe_all(self, fit_end: FitEndArrays, probes: list[str], plan: QueryPlan) -> Probed:
+        """The probes' columns, their votes on the scored rows, and each sample's nearest training neighbours
+        per probe (the first ``KEPT_NEIGHBOURS`` of the same search) for the instance views and the dashboard.
+        Collective under DDP; the columns are complete on rank 0."""
         arrays = fit_end.splits
         reference = arrays["train"]
         ref_labels = np.asarray(reference.labels)
-        final = {split: data.predictions for split, data in arrays.items()}
-        votes: dict[str, list[np.ndarray]] = {split: [] for split in arrays}
-        out: Columns = {split: {} for split in arrays}
-        kept: Neighbours = {split: {} for split in arrays}
+        num_classes = reference.logits.shape[1]
+        rows = {"train": plan.train_rows}
+        probed = Probed({s: {} for s in arrays}, {s: {} for s in arrays}, {s: {} for s in arrays}, rows)
         for probe in probes:
             embeddings = {split: _probe_embedding(data, probe) for split, data in arrays.items()}
             if probe == INPUT_PROBE:  # shared with DataDifficulty's search when both are present
-                found = fit_end.input_neighbours(self.probe)
+                found = fit_end.input_neighbours(self.probe, plan.train_rows)
             else:
-                found = neighbours_by_split(_probe_embedding(reference, probe), embeddings, self.probe)
-            for split, (distances, ids) in found.items():
-                kept[split][probe] = (distances[:, :KEPT_NEIGHBOURS], ids[:, :KEPT_NEIGHBOURS])
-                labels = ref_labels[ids]
-                vote = knn_vote(labels, num_classes=reference.logits.shape[1])
-                votes[split].append(vote)
-                out[split][f"knn:{probe}"] = vote
-                out[split][f"kdn:{probe}"] = neighbour_disagreement(labels, final[split])
-        for split in arrays:
-            out[split]["prediction_depth"] = prediction_depth(np.stack(votes[split]), final[split])
-        return out, kept
+                found = fit_end.search(probe, _probe_embedding(reference, probe), embeddings, self.probe, rows)
+            if fit_end.ranks.rank != 0:
+                continue
+            for split, answer in found.items():
+                size = len(arrays[split].labels)
+                final = _at(arrays[split].predictions, answer.rows)
+                vote, disagreement = _vote_and_disagreement(answer.ids, ref_labels, final, num_classes)
+                probed.votes[split][probe] = vote
+                probed.columns[split][f"knn:{probe}"] = _scatter(vote, answer.rows, size)
+                probed.columns[split][f"kdn:{probe}"] = _scatter(disagreement, answer.rows, size)
+                probed.neighbours[split][probe] = answer.padded(size, KEPT_NEIGHBOURS)
+        if fit_end.ranks.rank == 0:
+            for split, data in arrays.items():
+                scored = probed.rows.get(split)
+                depth = prediction_depth(np.stack(list(probed.votes[split].values())), _at(data.predictions, scored))
+                probed.columns[split]["prediction_depth"] = _scatter(depth, scored, len(data.labels))
+        return probed
 
-    def _summary(self, arrays: dict[str, SplitArrays], columns: Columns, probes: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {"probes": probes, "k": self.probe.k}
-        for split, cols in columns.items():
-            depth = cols["prediction_depth"]
-            labels = np.asarray(arrays[split].labels)
-            final = arrays[split].predictions
+    def _agreement(
+        self, fit_end: FitEndArrays, probes: list[str], probed: Probed, plan: QueryPlan
+    ) -> dict[str, Any] | None:
+        """Identical votes and depths of the approximate index against exact search on sampled queries."""
+        if plan.index == "flat" or self.agreement_queries == 0:
+            return None
+        started = time.perf_counter()
+        arrays = fit_end.splits
+        searched = {s: _at(np.arange(len(d.labels)), probed.rows.get(s)) for s, d in arrays.items()}
+        check = agreement_rows(searched, self.agreement_queries, self.seed)
+        exact_config = ProbeConfig(self.probe.k, "flat", (), self.probe.use_gpu)
+        ref_labels = np.asarray(arrays["train"].labels)
+        num_classes = arrays["train"].logits.shape[1]
+        same_votes: dict[str, list[np.ndarray]] = {p: [] for p in probes}
+        exact_votes: dict[str, list[np.ndarray]] = {s: [] for s in arrays}
+        for probe in probes:
+            embeddings = {split: _probe_embedding(data, probe) for split, data in arrays.items()}
+            reference = _probe_embedding(arrays["train"], probe)
+            found = fit_end.search(f"exact-{probe}", reference, embeddings, exact_config, dict(check))
+            if fit_end.ranks.rank != 0:
+                continue
+            for split, answer in found.items():
+                final = np.asarray(arrays[split].predictions)[check[split]]
+                vote, _ = _vote_and_disagreement(answer.ids, ref_labels, final, num_classes)
+                approx = probed.votes[split][probe][_positions(probed.rows.get(split), check[split])]
+                same_votes[probe].append(vote == approx)
+                exact_votes[split].append(vote)
+        if fit_end.ranks.rank != 0:
+            return None
+        same_depth = []
+        for split, votes in exact_votes.items():
+            final = np.asarray(arrays[split].predictions)[check[split]]
+            positions = _positions(probed.rows.get(split), check[split])
+            approx = np.stack([probed.votes[split][p][positions] for p in probes])
+            same_depth.append(prediction_depth(np.stack(votes), final) == prediction_depth(approx, final))
+        return {
+            "index": plan.index,
+            "queries": int(sum(len(r) for r in check.values())),
+            "identical_votes": {p: float(np.concatenate(v).mean()) for p, v in same_votes.items()},
+            "identical_prediction_depth": float(np.concatenate(same_depth).mean()),
+            "seconds": time.perf_counter() - started,
+        }
+
+    def _summary(
+        self,
+        arrays: dict[str, SplitArrays],
+        probed: Probed,
+        probes: list[str],
+        plan: QueryPlan,
+        agreement: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "probes": probes,
+            "k": self.probe.k,
+            "index": plan.index,
+            "search_ranks": plan.search_ranks,
+            "estimated_probe_seconds": plan.estimated_seconds,
+        }
+        if agreement is not None:
+            out["index_agreement"] = agreement
+        for split, cols in probed.columns.items():
+            scored = probed.rows.get(split)
+            depth = _at(cols["prediction_depth"], scored).astype(np.int64)
+            labels = _at(np.asarray(arrays[split].labels), scored)
+            final = _at(arrays[split].predictions, scored)
+            votes = probed.votes[split]
             out[split] = {
+                "scored_rows": len(depth),
+                "rows": len(arrays[split].labels),
+                "scored_because": plan.reason if split == "train" else "all",
                 "mean_prediction_depth": float(depth.mean()),
                 "depth_counts": dict(enumerate(np.bincount(depth, minlength=len(probes) + 1).tolist())),
-                "probe_accuracy": {p: float((cols[f"knn:{p}"] == labels).mean()) for p in probes},
-                "probe_agreement": {p: float((cols[f"knn:{p}"] == final).mean()) for p in probes},
+                "probe_accuracy": {p: float((votes[p] == labels).mean()) for p in probes},
+                "probe_agreement": {p: float((votes[p] == final).mean()) for p in probes},
             }
         if self.depth_history:
             out["mean_depth_during_training"] = self.depth_history
         return out
+
+
+@dataclass
+class Probed:
+    """What the probes found, on rank 0: ``split -> column -> values`` (every row, NaN where not scored),
+    ``split -> probe -> votes`` (scored rows only), ``split -> probe -> kept neighbours`` and the scored rows."""
+
+    columns: Columns
+    votes: dict[str, dict[str, np.ndarray]]
+    neighbours: Neighbours
+    rows: dict[str, np.ndarray | None]
+
+
+def _check_train_queries(value: object) -> None:
+    ok = value in ("all", "auto") if isinstance(value, str) else None
+    if isinstance(value, bool):
+        ok = False
+    elif isinstance(value, int):
+        ok = value >= 1
+    elif isinstance(value, float):
+        ok = 0.0 < value <= 1.0
+    if not ok:
+        raise ValueError(
+            f"Invalid value for train_queries={value!r}. Give 'auto', 'all', a positive count of training rows or "
+            "a fraction in (0, 1]."
+        )
+
+
+def _train_count(train_queries: TrainQueries, n_train: int) -> int:
+    if isinstance(train_queries, str):
+        return n_train
+    if isinstance(train_queries, float):
+        return max(1, round(train_queries * n_train))
+    return min(train_queries, n_train)
+
+
+def _at(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return np.asarray(values) if rows is None else np.asarray(values)[rows]
+
+
+def _positions(scored: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """Where the split rows ``rows`` sit among the scored rows."""
+    return rows if scored is None else np.searchsorted(scored, rows)
+
+
+def _scatter(values: np.ndarray, rows: np.ndarray | None, size: int) -> np.ndarray:
+    """Values of the scored rows as a column over every row of the split (float with NaN where not scored)."""
+    if rows is None:
+        return values
+    column = np.full(size, np.nan)
+    column[rows] = values
+    return column
+
+
+def _vote_and_disagreement(
+    ids: np.ndarray, reference_labels: np.ndarray, final: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's k-NN vote and the share of its neighbours whose label differs from ``final``, in blocks."""
+    votes = np.empty(len(ids), dtype=np.int64)
+    disagreement = np.empty(len(ids), dtype=np.float64)
+    for start in range(0, len(ids), QUERY_BLOCK):
+        labels = reference_labels[np.asarray(ids[start : start + QUERY_BLOCK])]
+        votes[start : start + len(labels)] = knn_vote(labels, num_classes=num_classes)
+        disagreement[start : start + len(labels)] = neighbour_disagreement(labels, final[start : start + len(labels)])
+    return votes, disagreement
 
 
 def _column_info(probes: list[str]) -> dict[str, ColumnInfo]:

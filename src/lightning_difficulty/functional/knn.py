@@ -16,13 +16,14 @@ at exact distance ties; the order inside the set may still differ where distance
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal, TypeAlias
 
 import faiss
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["build_index", "knn_search", "knn_vote", "neighbour_disagreement"]
+__all__ = ["build_index", "knn_search", "knn_vote", "merge_neighbours", "neighbour_disagreement"]
 
 IndexKind: TypeAlias = Literal["flat", "ivf", "hnsw"]
 _KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
@@ -43,6 +44,7 @@ def build_index(
     hnsw_m: int = 32,
     ef_search: int = 128,
     use_gpu: bool | Literal["auto"] = "auto",
+    gpu_device: int | None = None,
     chunk_size: int = 65536,
     seed: int = 0,
 ) -> faiss.Index:
@@ -64,6 +66,7 @@ def build_index(
             depths identical on the benchmark's 200k-reference data.
         use_gpu: ``"auto"`` moves the index to all GPUs when faiss sees any, ``False`` keeps it on CPU,
             ``True`` requires a GPU. HNSW always stays on CPU (faiss has no GPU HNSW).
+        gpu_device: put the index on this one GPU instead of all of them (one per DDP rank).
         chunk_size: rows converted to float32 and added per step.
         seed: seed of the IVF training sample and k-means.
 
@@ -93,7 +96,9 @@ def build_index(
         index.hnsw.efSearch = ef_search
     for start in range(0, n, chunk_size):
         index.add(_float32_rows(data, start, start + chunk_size))
-    if on_gpu:
+    if on_gpu and gpu_device is not None:
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), gpu_device, index)
+    elif on_gpu:
         index = faiss.index_cpu_to_all_gpus(index)
     return index
 
@@ -105,6 +110,7 @@ def knn_search(
     *,
     exclude_self: bool = False,
     query_ids: ArrayLike | None = None,
+    reference_offset: int | None = None,
     batch_size: int = 4096,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """The ``k`` nearest reference rows of every query, nearest first.
@@ -120,6 +126,10 @@ def knn_search(
             does not return the query itself, the farthest of the ``k + 1`` is dropped instead.
         query_ids: ``(Nq,)`` reference ids of the queries; default ``arange(Nq)``. Only with
             ``exclude_self``.
+        reference_offset: the index holds rows ``reference_offset .. reference_offset + ntotal`` of a larger
+            reference set (one shard of it). ``query_ids`` and the returned ids are then ids in the larger
+            set; a query outside this shard keeps its ``k`` nearest (the farthest of ``k + 1`` is dropped).
+            Merge the shards' answers with :func:`merge_neighbours`.
         batch_size: queries per search call.
 
     Returns:
@@ -139,7 +149,7 @@ def knn_search(
             f"Expected `queries` with {index.d} columns (the index dimension), but got shape {data.shape}."
         )
     _check_positive_int(batch_size, "batch_size")
-    own_ids = _resolve_query_ids(query_ids, data.shape[0], index.ntotal, exclude_self)
+    own_ids = _resolve_query_ids(query_ids, data.shape[0], index.ntotal, exclude_self, reference_offset)
     _check_k(k, index.ntotal, exclude_self)
     storage = _flat_storage(index)
     boundary = k + int(exclude_self)  # candidates kept before the self-exclusion
@@ -156,13 +166,72 @@ def knn_search(
         if own_ids is not None:
             sq_dist, ids = _drop_self(sq_dist, ids, own_ids[rows])
         distances[rows] = np.sqrt(np.maximum(sq_dist[:, :k], 0.0))
-        indices[rows] = ids[:, :k]
+        indices[rows] = ids[:, :k] + (reference_offset or 0) * (ids[:, :k] >= 0)
     if (indices < 0).any():
         raise ValueError(
             f"The index returned fewer than k={k} neighbours for some queries; raise `nprobe` (IVF) or "
             "`ef_search` (HNSW) in `build_index`."
         )
     return distances, indices
+
+
+def merge_neighbours(
+    distances: Sequence[np.ndarray],
+    ids: Sequence[np.ndarray],
+    k: int,
+    *,
+    queries: ArrayLike | None = None,
+    reference: ArrayLike | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The ``k`` nearest of several candidate lists per query (one per reference shard), nearest first.
+
+    Candidates with id ``-1`` (padding) sort last; equal distances go to the smaller id. With ``queries`` and
+    ``reference`` (exact search), rows whose ``k``-th and ``(k+1)``-th candidates are closer than float32 can
+    order are re-sorted by float64 distance, as :func:`knn_search` does inside one index, so merging the
+    shards of an exact search gives the same set as searching the whole reference at once.
+
+    Args:
+        distances: per shard, ``(Nq, k_s)`` Euclidean distances.
+        ids: per shard, ``(Nq, k_s)`` ids in the whole reference set (``-1`` for none).
+        k: neighbours to keep.
+        queries: ``(Nq, d)`` query rows, for the float64 check of near ties.
+        reference: ``(N, d)`` whole reference set (may be a memmap), for the same check.
+
+    Returns:
+        ``(distances, ids)``, both ``(Nq, k)``.
+
+    Example::
+
+        >>> shard_a = (np.array([[1.0, 4.0]]), np.array([[7, 9]]))  # (distances, ids) of one query
+        >>> shard_b = (np.array([[2.0, 3.0]]), np.array([[0, 5]]))
+        >>> d, i = merge_neighbours([shard_a[0], shard_b[0]], [shard_a[1], shard_b[1]], 3)
+        >>> i.tolist(), d.tolist()
+        ([[7, 0, 5]], [[1.0, 2.0, 3.0]])
+    """
+    _check_positive_int(k, "k")
+    if len(distances) != len(ids) or not distances:
+        raise ValueError(f"Expected one ids array per distances array, but got {len(distances)} and {len(ids)}.")
+    all_ids = np.concatenate([np.asarray(i, dtype=np.int64) for i in ids], axis=1)
+    all_sq = np.concatenate([np.asarray(d, dtype=np.float64) for d in distances], axis=1) ** 2
+    all_sq[all_ids < 0] = np.inf
+    if all_ids.shape[1] < k:
+        raise ValueError(f"Expected at least k={k} candidates per query, but got {all_ids.shape[1]}.")
+    order = np.lexsort((all_ids, all_sq), axis=1)
+    all_sq, all_ids = np.take_along_axis(all_sq, order, axis=1), np.take_along_axis(all_ids, order, axis=1)
+    if queries is not None and reference is not None and all_ids.shape[1] > k:
+        block = np.asarray(queries, dtype=np.float64)
+        edge = all_sq[:, k - 1 : k + 1]
+        rows = np.flatnonzero(np.isfinite(edge[:, 1]) & (edge[:, 1] - edge[:, 0] <= _NEAR_TIE * edge[:, 1]))
+        if rows.size:
+            candidates = np.asarray(reference)[np.maximum(all_ids[rows], 0)].astype(np.float64)
+            exact = np.einsum("qkd,qkd->qk", candidates - block[rows, None, :], candidates - block[rows, None, :])
+            exact[all_ids[rows] < 0] = np.inf
+            resort = np.lexsort((all_ids[rows], exact), axis=1)
+            all_sq[rows] = np.take_along_axis(exact, resort, axis=1)
+            all_ids[rows] = np.take_along_axis(all_ids[rows], resort, axis=1)
+    if (all_ids[:, :k] < 0).any():
+        raise ValueError(f"Fewer than k={k} neighbours among the candidates of some queries.")
+    return np.sqrt(all_sq[:, :k]).astype(np.float32), all_ids[:, :k]
 
 
 def knn_vote(neighbour_labels: ArrayLike, num_classes: int) -> NDArray[np.int64]:
@@ -309,7 +378,7 @@ def _refine_near_ties(
 
 def _drop_self(sq_dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own id (first match), or its last entry when the id is absent."""
-    is_self = ids == own_ids[:, None]
+    is_self = (ids == own_ids[:, None]) & (own_ids[:, None] >= 0)  # -1: the query is outside this shard
     first = np.where(is_self.any(axis=1), is_self.argmax(axis=1), ids.shape[1] - 1)
     keep = np.ones(ids.shape, dtype=bool)
     keep[np.arange(ids.shape[0]), first] = False
@@ -318,12 +387,18 @@ def _drop_self(sq_dist: np.ndarray, ids: np.ndarray, own_ids: np.ndarray) -> tup
 
 
 def _resolve_query_ids(
-    query_ids: ArrayLike | None, n_queries: int, n_reference: int, exclude_self: bool
+    query_ids: ArrayLike | None, n_queries: int, n_reference: int, exclude_self: bool, offset: int | None = None
 ) -> np.ndarray | None:
+    """Each query's own id among the index's rows (``-1`` when the query lies outside this shard), or None."""
     if not exclude_self:
         if query_ids is not None:
             raise ValueError("Argument `query_ids` is only used with `exclude_self=True`; pass both or neither.")
         return None
+    if offset is not None:
+        if query_ids is None:
+            raise ValueError("With `reference_offset`, pass `query_ids` (ids in the whole reference set) as well.")
+        ids = np.asarray(query_ids, dtype=np.int64) - offset
+        return np.where((ids >= 0) & (ids < n_reference), ids, -1)
     if query_ids is None:
         if n_queries > n_reference:
             raise ValueError(

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from lightning_difficulty.data import BatchKeys, class_targets, unpack_batch
 from lightning_difficulty.logits import LogitsTap, as_class_logits, no_logits_error, resolve_modules
-from lightning_difficulty.pipeline.neighbours import ProbeConfig, neighbours_by_split
+from lightning_difficulty.pipeline.neighbours import Found, ProbeConfig, Ranks, neighbours_by_split
 from lightning_difficulty.pipeline.splits import split_loaders
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 Reduction = Literal["auto"] | None
 MAX_DIMS = 256
+MERGE_ROWS = 65_536
+"""Rows copied per step when rank 0 merges the ranks' shards of the pass."""
 POOL_GRID = 2
 
 
@@ -138,30 +140,52 @@ class CapturePlan:
 @dataclass
 class FitEndArrays:
     """Everything the capture pass produced: ``split -> arrays``, the layers ``"auto"`` resolved to, and the
-    input-space searches the callbacks share."""
+    neighbour searches over them (split across ranks under DDP, answers streamed to ``search_dir``)."""
 
     splits: dict[str, SplitArrays]
     auto_layers: tuple[str, ...] = ()
     input_searches: dict[tuple[Any, ...], ProbeConfig] = field(default_factory=dict)
-    _found: dict[tuple[Any, ...], dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
+    ranks: Ranks = field(default_factory=Ranks)
+    search_dir: Path | None = None
+    _found: dict[tuple[Any, ...], dict[str, Found]] = field(default_factory=dict, repr=False)
+    _searches: int = field(default=0, repr=False)
 
     def layers_for(self, request: CaptureRequest) -> tuple[str, ...]:
         """The layer names behind ``request.layers`` (``"auto"`` resolved)."""
         return self.auto_layers if request.layers == "auto" else tuple(request.layers)
 
-    def input_neighbours(self, config: ProbeConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``split -> (distances, training ids)`` of the ``config.k`` nearest training inputs (leave-one-out for
-        ``"train"``). Every callback that requested this search (same index) shares one search with the largest
-        ``k``; each gets its first ``config.k`` columns. Example: PredictionDepth's input probe (k=30) and
-        DataDifficulty (k=10) search input space once."""
+    def search(
+        self,
+        name: str,
+        reference: np.ndarray,
+        queries: dict[str, np.ndarray],
+        config: ProbeConfig,
+        rows: dict[str, np.ndarray | None] | None = None,
+    ) -> dict[str, Found]:
+        """``split -> Found``: the ``config.k`` nearest training rows of each split's queries (leave-one-out for
+        ``"train"``). Collective under DDP: every rank calls it, in the same order, with the same arguments."""
+        self._searches += 1
+        directory = None if self.search_dir is None else self.search_dir / f"{self._searches:03d}-{name}"
+        return neighbours_by_split(reference, queries, config, rows=rows, ranks=self.ranks, directory=directory)
+
+    def input_neighbours(self, config: ProbeConfig, train_rows: np.ndarray | None = None) -> dict[str, Found]:
+        """``split -> Found`` of the ``config.k`` nearest training inputs (leave-one-out for ``"train"``), for the
+        training rows ``train_rows`` (``None``: all) and every row of the other splits.
+
+        Every callback that requested this search (same index) shares one search with the largest ``k``, over
+        every training row unless all of them allow a sample; each gets its first ``config.k`` columns. Example:
+        PredictionDepth's input probe (k=30) and DataDifficulty (k=10) search input space once. Collective.
+        """
         shared = self.input_searches.get(config.index_key, config).widest(config)
-        if config.index_key not in self._found or self._found[config.index_key]["train"][1].shape[1] < shared.k:
+        searched = train_rows if shared.sampled_train else None
+        found = self._found.get(config.index_key)
+        if found is None or found["train"].k < shared.k or not found["train"].covers(train_rows):
             reference = self.splits["train"].inputs
             assert reference is not None, "inputs were not captured: request them with CaptureRequest(inputs=True)"
             queries = {split: data.inputs for split, data in self.splits.items() if data.inputs is not None}
-            self._found[config.index_key] = neighbours_by_split(reference, queries, shared)
-        found = self._found[config.index_key]
-        return {split: (dist[:, : config.k], ids[:, : config.k]) for split, (dist, ids) in found.items()}
+            found = self.search("input", reference, queries, shared, {"train": searched})
+            self._found[config.index_key] = found
+        return {split: f.first(config.k).at(train_rows if split == "train" else None) for split, f in found.items()}
 
 
 def merge_requests(requests: Sequence[tuple[str, CaptureRequest]]) -> CapturePlan:
@@ -236,7 +260,7 @@ def run_capture(trainer: pl.Trainer, pl_module: pl.LightningModule, plan: Captur
     with _eval_mode(pl_module):
         for split, loader in split_loaders(trainer, plan.reference_dataloader).items():
             out[split] = _run_split(trainer, pl_module, resolved, loader, Path(cache_dir) / split, split)
-    return FitEndArrays(out, auto, dict(plan.input_searches))
+    return FitEndArrays(out, auto, dict(plan.input_searches), Ranks.of(trainer), Path(cache_dir) / "neighbours")
 
 
 def top_level_blocks(model: nn.Module) -> dict[str, nn.Module]:
@@ -444,7 +468,8 @@ def _merge_shards(directory: Path, world: int, size: int) -> None:
                 merged[path.stem] = np.lib.format.open_memmap(
                     directory / path.name, mode="w+", dtype=part.dtype, shape=(size, *part.shape[1:])
                 )
-            merged[path.stem][index] = part
+            for start in range(0, len(index), MERGE_ROWS):  # bounded memory: one block of rows at a time
+                merged[path.stem][index[start : start + MERGE_ROWS]] = part[start : start + MERGE_ROWS]
     for array in merged.values():
         array.flush()  # type: ignore[attr-defined]
     for rank in range(world):
