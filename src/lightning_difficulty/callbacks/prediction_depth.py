@@ -153,7 +153,7 @@ class PredictionDepth(DifficultyCallback):
         self.batch_keys = batch_keys
         self.logits_from = logits_from
         self._state_key = self._generate_state_key(
-            layers=self.layers, k=k, reduction=reduction, index=index, train_queries=train_queries
+            layers=self.layers, k=k, reduction=reduction, index=index, train_queries=train_queries, seed=seed
         )
         self.depth_history: dict[int, dict[str, float]] = {}
 
@@ -244,6 +244,7 @@ class PredictionDepth(DifficultyCallback):
                     n_train, other, dims, kind=kind, world=world, rate=rate, budget=self.probe_budget
                 )
                 count, reason = max(fits, min(n_train, MIN_SAMPLED_QUERIES)), "budget"
+            if reason == "budget" and count < n_train:
                 rank_zero_warn(
                     f"PredictionDepth: scoring all {n_train:,} training rows would take about {estimate / 60:.0f} min "
                     f"here (cost model, index {index!r}, {world} rank(s)), over probe_budget={self.probe_budget:g} s. "

@@ -14,6 +14,7 @@ raw flattened activation in float32.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import zlib
 from collections.abc import Iterator, Sequence
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 
 Reduction = Literal["auto"] | None
 MAX_DIMS = 256
-MERGE_ROWS = 65_536
-"""Rows copied per step when rank 0 merges the ranks' shards of the pass."""
+ROW_BLOCK = 65_536
+"""Rows read or copied per step when an (N, width) array is too big to hold at once (merges, argmax, scores)."""
 POOL_GRID = 2
 
 
@@ -94,9 +95,13 @@ class SplitArrays:
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     inputs: np.ndarray | None = None
 
-    @property
+    @functools.cached_property
     def predictions(self) -> np.ndarray:
-        return np.asarray(self.logits).argmax(axis=1)
+        """The final model's class per row (argmax of the logits, read ``ROW_BLOCK`` rows at a time)."""
+        out = np.empty(len(self.logits), dtype=np.int64)
+        for start in range(0, len(out), ROW_BLOCK):
+            out[start : start + ROW_BLOCK] = np.asarray(self.logits[start : start + ROW_BLOCK]).argmax(axis=1)
+        return out
 
 
 @dataclass(frozen=True)
@@ -468,8 +473,8 @@ def _merge_shards(directory: Path, world: int, size: int) -> None:
                 merged[path.stem] = np.lib.format.open_memmap(
                     directory / path.name, mode="w+", dtype=part.dtype, shape=(size, *part.shape[1:])
                 )
-            for start in range(0, len(index), MERGE_ROWS):  # bounded memory: one block of rows at a time
-                merged[path.stem][index[start : start + MERGE_ROWS]] = part[start : start + MERGE_ROWS]
+            for start in range(0, len(index), ROW_BLOCK):  # bounded memory: one block of rows at a time
+                merged[path.stem][index[start : start + ROW_BLOCK]] = part[start : start + ROW_BLOCK]
     for array in merged.values():
         array.flush()  # type: ignore[attr-defined]
     for rank in range(world):

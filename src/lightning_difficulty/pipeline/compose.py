@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 from lightning_difficulty.functional.bands import band_error_correlation
 from lightning_difficulty.functional.dynamics import self_confidence_score
 from lightning_difficulty.pipeline import analysis
-from lightning_difficulty.pipeline.capture import FitEndArrays
+from lightning_difficulty.pipeline.capture import ROW_BLOCK, FitEndArrays
 from lightning_difficulty.pipeline.contribution import ColumnInfo, Contribution
 from lightning_difficulty.storage.table import build_table
 
@@ -61,13 +61,12 @@ def compose_table(
     columns: dict[str, dict[str, np.ndarray]] = {}
     for split, data in arrays.splits.items():
         labels = np.asarray(data.labels)
-        logits = np.asarray(data.logits, dtype=np.float64)
-        predictions = logits.argmax(axis=1)
+        predictions = data.predictions
         columns[split] = {
             "label": labels,
             "prediction": predictions,
             "correct": predictions == labels,
-            "label_issue_score": _self_confidence_issue(logits, labels),
+            "label_issue_score": _self_confidence_issue(data.logits, labels),
         }
     info: dict[str, ColumnInfo] = {}
     owners: dict[str, str] = {}
@@ -108,8 +107,10 @@ def compose_table(
 def _self_confidence_issue(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """:func:`~lightning_difficulty.functional.dynamics.self_confidence_score` of the labelled rows; NaN elsewhere."""
     out = np.full(len(labels), np.nan)
-    known = (labels >= 0) & (labels < logits.shape[1])
-    out[known] = self_confidence_score(softmax(logits[known], axis=1), labels[known])
+    for start in range(0, len(labels), ROW_BLOCK):  # (N, C) logits may not fit in memory at once
+        block, rows = np.asarray(logits[start : start + ROW_BLOCK], dtype=np.float64), labels[start : start + ROW_BLOCK]
+        known = (rows >= 0) & (rows < block.shape[1])
+        out[start : start + len(rows)][known] = self_confidence_score(softmax(block[known], axis=1), rows[known])
     return out
 
 

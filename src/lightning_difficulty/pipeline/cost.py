@@ -29,7 +29,7 @@ INDEX_OVERHEAD = 1.1
 """RAM of a faiss index over the raw float32 vectors it stores (ids and list bookkeeping)."""
 
 
-def gemm_rate(*, rows: int = 2048, dims: int = 128, columns: int = 16384, repeats: int = 3) -> float:
+def gemm_rate(*, rows: int = 1024, dims: int = 128, columns: int = 4096, repeats: int = 3) -> float:
     """Float32 matrix-multiply rate of this process (flop/s), on the shape of a probe's distance block.
 
     Example::

@@ -143,13 +143,15 @@ class Found:
         return rows is not None and bool(np.isin(rows, self.rows).all())
 
     def padded(self, n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(distances, ids)`` of shape ``(n_rows, k)`` for every split row: NaN and ``-1`` where not searched."""
+        """``(distances, ids)`` of the first ``k`` (at most) neighbours of every split row: NaN and ``-1`` where not
+        searched."""
         if self.rows is None:
             return self.distances[:, :k], self.ids[:, :k]
-        distances = np.full((n_rows, k), np.nan, dtype=np.float32)
-        ids = np.full((n_rows, k), -1, dtype=np.int64)
-        distances[self.rows] = self.distances[:, :k]
-        ids[self.rows] = self.ids[:, :k]
+        width = min(k, self.k)
+        distances = np.full((n_rows, width), np.nan, dtype=np.float32)
+        ids = np.full((n_rows, width), -1, dtype=np.int64)
+        distances[self.rows] = self.distances[:, :width]
+        ids[self.rows] = self.ids[:, :width]
         return distances, ids
 
 

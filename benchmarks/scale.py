@@ -1,0 +1,452 @@
+"""ImageNet-shape benchmark of the fit-end probe stage and of ConfusionScore at 1,000 classes (issue 13).
+
+Synthetic data of ImageNet shape: 1,281,167 training rows (the probes' reference set), 50,000 validation
+rows, 1,000 classes, embeddings of d = 128 at the input and at 4 probed layers (5 probes), stored as float16
+``.npy`` memmaps exactly as the fit-end pass stores them. The probe stage is the library's own code:
+``PredictionDepth.compute`` on a ``FitEndArrays`` over those memmaps, with a seeded 50,000-row sample of the
+training rows as queries (``train_queries=50_000``), ``index="auto"`` (IVF at this size) and the agreement
+with exact search on 2,000 sampled queries. The embeddings follow ``benchmarks/probes.py``'s generator
+(Gaussian classes in a low-dimensional latent space whose separation grows with depth).
+
+Parts (each stage runs in a fresh process, so its peak memory is its own):
+1. ``full``: the whole probe stage at full size, 2 threads: time, peak RAM, disk, agreement.
+2. ``model``: the cost model (``lightning_difficulty.pipeline.cost``) against measurements at three sizes,
+   exact and IVF: predicted and measured seconds, RAM and disk.
+3. ``ranks``: one process against two processes sharing the search (``Ranks``, a barrier between two real
+   processes), one thread per process, exact search: wall time, peak RAM per rank, identical tables.
+4. ``confusion``: ConfusionScore over 1,281,167 samples x 1,000 classes, 2 epochs (``scale_confusion.py``).
+
+    python benchmarks/scale.py                   # everything, about an hour on 2 cores
+    python benchmarks/scale.py --parts model     # one part
+    python benchmarks/scale.py --quick           # 1/64 of the sizes, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from probes import Synthetic, _centres, _separation, layer_features, make_synthetic
+
+FULL_TRAIN, FULL_VAL, FULL_TRAIN_QUERIES = 1_281_167, 50_000, 50_000
+CLASSES, DIM, LAYERS, K = 1000, 128, 4, 30
+PROBE_NAMES = [f"block{i}" for i in range(1, LAYERS + 1)]
+
+
+# -- memory -------------------------------------------------------------------------------------------
+
+
+class MemoryWatch:
+    """Peak resident memory of this process, sampled every 50 ms: anonymous (heap, faiss index, arrays) and
+    total (anonymous + file pages of the memmaps that happen to be resident, which the kernel can drop)."""
+
+    def __init__(self) -> None:
+        self.peak_anon = self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self.start_anon, _ = _rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._sample()
+
+    def _sample(self) -> None:
+        anon, total = _rss()
+        self.peak_anon, self.peak_total = max(self.peak_anon, anon), max(self.peak_total, total)
+
+
+def _rss() -> tuple[int, int]:
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("RssAnon:", "VmRSS:")):
+                key, amount, _ = line.split()
+                values[key] = int(amount) * 1024
+    return values["RssAnon:"], values["VmRSS:"]
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train: int
+    val: int
+    train_queries: int
+
+    @classmethod
+    def scaled(cls, fraction: float) -> Sizes:
+        return cls(round(FULL_TRAIN * fraction), round(FULL_VAL * fraction), round(FULL_TRAIN_QUERIES * fraction))
+
+    @property
+    def label(self) -> str:
+        return f"{self.train:,} ref / {self.val + self.train_queries:,} queries"
+
+
+def write_data(root: Path, sizes: Sizes, seed: int = 0) -> None:
+    """Labels, the network's predictions and the five probes' embeddings (float16 memmaps) of both splits."""
+    n = sizes.train + sizes.val
+    data = make_synthetic(n, num_classes=CLASSES, dim=DIM, latent_dim=32, n_layers=LAYERS + 1, seed=seed)
+    predictions = _network_prediction(data)
+    for split, rows in (("train", slice(0, sizes.train)), ("val", slice(sizes.train, n))):
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "labels.npy", data.labels[rows])
+        np.save(folder / "predictions.npy", predictions[rows])
+    for layer, name in enumerate(["inputs", *(f"layer.{p}" for p in PROBE_NAMES)]):
+        features = layer_features(data, layer)
+        for split, rows in (("train", slice(0, sizes.train)), ("val", slice(sizes.train, n))):
+            np.save(root / split / f"{name}.npy", features[rows].astype(np.float16))
+        del features
+
+
+def _network_prediction(data: Synthetic, block: int = 50_000) -> np.ndarray:
+    """The nearest class centre at the last layer (as ``probes.network_prediction``, in row blocks)."""
+    last = data.n_layers - 1
+    centres = _centres(data, last) * _separation(data, last)
+    out = np.empty(len(data.labels), dtype=np.int64)
+    for start in range(0, len(out), block):
+        points = centres[data.labels[start : start + block]] + data.latent[start : start + block]
+        sq = -2 * points @ centres.T + (centres**2).sum(1)[None, :]
+        out[start : start + block] = sq.argmin(axis=1)
+    return out
+
+
+def open_arrays(root: Path) -> dict[str, Any]:
+    from lightning_difficulty.pipeline.capture import SplitArrays
+
+    class BenchmarkSplit(SplitArrays):
+        """A split whose final predictions come from the generator (no (N, 1000) logits on disk)."""
+
+    splits = {}
+    for split in ("train", "val"):
+        folder = root / split
+        labels = np.load(folder / "labels.npy")
+        logits = np.broadcast_to(np.zeros((1, CLASSES), dtype=np.float32), (len(labels), CLASSES))
+        arrays = BenchmarkSplit(
+            labels=labels,
+            logits=logits,
+            layers={p: np.load(folder / f"layer.{p}.npy", mmap_mode="r") for p in PROBE_NAMES},
+            inputs=np.load(folder / "inputs.npy", mmap_mode="r"),
+        )
+        arrays.__dict__["predictions"] = np.load(folder / "predictions.npy")  # fills the cached property
+        splits[split] = arrays
+    return splits
+
+
+# -- one probe stage ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StageJob:
+    data: Path
+    work: Path
+    train_queries: int
+    index: str
+    threads: int
+    rank: int = 0
+    world: int = 1
+    barrier: Any = None
+    agreement_queries: int = 2000
+    keep_columns: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def probe_stage(job: StageJob) -> dict[str, Any]:
+    """Run ``PredictionDepth.compute`` on the memmaps of ``job.data``; measure time, peak memory and disk."""
+    import faiss
+    import torch
+
+    from lightning_difficulty import PredictionDepth
+    from lightning_difficulty.pipeline.capture import FitEndArrays
+    from lightning_difficulty.pipeline.cost import gemm_rate
+    from lightning_difficulty.pipeline.neighbours import Ranks
+
+    faiss.omp_set_num_threads(job.threads)
+    torch.set_num_threads(job.threads)
+    splits = open_arrays(job.data)
+    depth = PredictionDepth(
+        layers=PROBE_NAMES,
+        k=K,
+        index=job.index,  # type: ignore[arg-type]
+        train_queries=job.train_queries,
+        agreement_queries=job.agreement_queries,
+        use_gpu=False,
+    )
+    barrier = job.barrier.wait if job.barrier is not None else (lambda: None)
+    ranks = Ranks(job.rank, job.world, barrier, broadcast=_file_broadcast(job, barrier))
+    search_dir = job.work / "neighbours"
+    arrays = FitEndArrays(
+        splits, input_searches={depth.probe.index_key: depth.probe}, ranks=ranks, search_dir=search_dir
+    )
+    trainer = SimpleNamespace(is_global_zero=job.rank == 0)
+    rate = gemm_rate()
+    barrier()
+    with MemoryWatch() as memory:
+        start = time.perf_counter()
+        contribution = depth.compute(trainer, arrays)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - start
+    out: dict[str, Any] = {
+        "rank": job.rank,
+        "seconds": seconds,
+        "gemm_rate": rate,
+        "peak_anon": memory.peak_anon,
+        "start_anon": memory.start_anon,
+        "peak_total": memory.peak_total,
+    }
+    if job.rank == 0:
+        out["disk"] = _du(search_dir)
+        out["summary"] = contribution.summary
+        if job.keep_columns:
+            np.savez(
+                job.work / "columns.npz",
+                **{f"{s}/{c}": v for s, cols in contribution.columns.items() for c, v in cols.items()},
+            )
+    return out
+
+
+def _file_broadcast(job: StageJob, barrier: Any) -> Any:
+    """Rank 0's value on every rank, through a pickle in the shared work folder (as the run folder would be)."""
+    import pickle
+
+    path = job.work / "broadcast.pkl"
+
+    def broadcast(value: Any) -> Any:
+        if job.world == 1:
+            return value
+        if job.rank == 0:
+            path.write_bytes(pickle.dumps(value))
+        barrier()
+        value = pickle.loads(path.read_bytes())
+        barrier()
+        return value
+
+    return broadcast
+
+
+def _child(job: StageJob, queue: Any) -> None:
+    queue.put(probe_stage(job))
+
+
+def run_stage(jobs: list[StageJob]) -> list[dict[str, Any]]:
+    """Each job in its own fresh process (all at once: they share a barrier); results by rank."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    processes = [ctx.Process(target=_child, args=(job, queue)) for job in jobs]
+    for process in processes:
+        process.start()
+    results = [queue.get() for _ in processes]
+    for process in processes:
+        process.join()
+        if process.exitcode:
+            raise RuntimeError(f"a probe-stage process failed with exit code {process.exitcode}")
+    return sorted(results, key=lambda r: r["rank"])
+
+
+def _prepare(root: Path, sizes: Sizes) -> Path:
+    folder = root / f"data_{sizes.train}"
+    if not (folder / "val" / f"layer.{PROBE_NAMES[-1]}.npy").exists():
+        start = time.perf_counter()
+        write_data(folder, sizes)
+        print(
+            f"  data for {sizes.label}: {time.perf_counter() - start:.0f} s, {_du(folder) / 2**30:.2f} GiB", flush=True
+        )
+    return folder
+
+
+# -- parts --------------------------------------------------------------------------------------------
+
+
+def part_full(root: Path, fraction: float, threads: int) -> dict[str, Any]:
+    sizes = Sizes.scaled(fraction)
+    data = _prepare(root, sizes)
+    work = root / "work_full"
+    work.mkdir(exist_ok=True)
+    [result] = run_stage([StageJob(data, work, sizes.train_queries, "auto", threads)])
+    summary = result["summary"]
+    agreement = summary.get("index_agreement", {})
+    queries = sizes.val + sizes.train_queries
+    row = {
+        "sizes": sizes.label,
+        "index": summary["index"],
+        "seconds": result["seconds"],
+        "agreement_seconds": agreement.get("seconds", 0.0),
+        "estimated_seconds": summary["estimated_probe_seconds"],
+        "identical_pd": agreement.get("identical_prediction_depth"),
+        "identical_votes": agreement.get("identical_votes"),
+        "agreement_queries": agreement.get("queries"),
+        "peak_anon_gib": result["peak_anon"] / 2**30,
+        "peak_total_gib": result["peak_total"] / 2**30,
+        "added_bytes_per_reference_row": (result["peak_anon"] - result["start_anon"]) / sizes.train,
+        "disk_gib": result["disk"] / 2**30,
+        "disk_bytes_per_query": result["disk"] / queries,
+        "gemm_gflops": result["gemm_rate"] / 1e9,
+        "scored_train": summary["train"]["scored_rows"],
+    }
+    print("\n## Full-size probe stage\n")
+    print(f"{sizes.label}, d = {DIM}, {LAYERS + 1} probes (input + {LAYERS} layers), k = {K}, {threads} threads")
+    _table([row], list(row))
+    return {"row": row, "result": result, "sizes": sizes}
+
+
+def part_model(
+    root: Path, flat: list[float], ivf: list[float], threads: int, full: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    from lightning_difficulty.pipeline.cost import probe_disk_bytes, probe_ram_bytes
+    from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
+
+    rows = []
+    for kind, fractions in (("flat", flat), ("ivf", ivf)):
+        for fraction in fractions:
+            sizes = Sizes.scaled(fraction)
+            if full is not None and full["result"]["summary"]["index"] == kind and full["sizes"] == sizes:
+                result = full["result"]  # the full-size stage already ran this search; its agreement check is left out
+                result = {**result, "seconds": result["seconds"] - full["row"]["agreement_seconds"]}
+            else:
+                data = _prepare(root, sizes)
+                work = root / f"work_model_{kind}_{sizes.train}"
+                work.mkdir(exist_ok=True)
+                [result] = run_stage([StageJob(data, work, sizes.train_queries, kind, threads, agreement_queries=0)])
+            summary = result["summary"]
+            queries = sizes.val + sizes.train_queries
+            ram = probe_ram_bytes(sizes.train, DIM, world=1, query_block=QUERY_BLOCK, k=K)
+            disk = (LAYERS + 1) * probe_disk_bytes(queries, K, world=1)
+            rows.append(
+                {
+                    "index": kind,
+                    "sizes": sizes.label,
+                    "predicted_s": summary["estimated_probe_seconds"],
+                    "measured_s": result["seconds"],
+                    "time_ratio": result["seconds"] / summary["estimated_probe_seconds"],
+                    "predicted_ram_mib": ram / 2**20,
+                    "measured_ram_mib": (result["peak_anon"] - result["start_anon"]) / 2**20,
+                    "ram_ratio": (result["peak_anon"] - result["start_anon"]) / ram,
+                    "predicted_disk_mib": disk / 2**20,
+                    "measured_disk_mib": result["disk"] / 2**20,
+                    "disk_ratio": result["disk"] / disk,
+                }
+            )
+            print(f"  {kind} {sizes.label}: {result['seconds']:.1f} s", flush=True)
+    print("\n## Cost model against measurements (measured / predicted; target within 0.75-1.25)\n")
+    _table(rows, list(rows[0]))
+    return rows
+
+
+def part_ranks(root: Path, fraction: float, index: str) -> dict[str, Any]:
+    sizes = Sizes.scaled(fraction)
+    data = _prepare(root, sizes)
+    one_work, two_work = root / f"work_one_{index}", root / f"work_two_{index}"
+    for work in (one_work, two_work):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+    [one] = run_stage([StageJob(data, one_work, sizes.train_queries, index, 1, agreement_queries=0, keep_columns=True)])
+    barrier = mp.get_context("spawn").Barrier(2)
+    two = run_stage(
+        [
+            StageJob(
+                data, two_work, sizes.train_queries, index, 1, rank, 2, barrier, agreement_queries=0, keep_columns=True
+            )
+            for rank in range(2)
+        ]
+    )
+    first, second = np.load(one_work / "columns.npz"), np.load(two_work / "columns.npz")
+    identical = all(np.array_equal(first[name], second[name], equal_nan=True) for name in first.files)
+    row = {
+        "sizes": sizes.label,
+        "index": index,
+        "one_process_s": one["seconds"],
+        "two_processes_s": max(r["seconds"] for r in two),
+        "time_ratio": max(r["seconds"] for r in two) / one["seconds"],
+        "one_process_ram_mib": (one["peak_anon"] - one["start_anon"]) / 2**20,
+        "per_rank_ram_mib": max(r["peak_anon"] - r["start_anon"] for r in two) / 2**20,
+        "ram_ratio": max(r["peak_anon"] - r["start_anon"] for r in two) / (one["peak_anon"] - one["start_anon"]),
+        "identical_columns": identical,
+    }
+    print("\n## One process against two processes sharing the search (1 thread each)\n")
+    _table([row], list(row))
+    return row
+
+
+def part_confusion(fraction: float, work: Path) -> dict[str, Any]:
+    from scale_confusion import confusion_stage
+
+    work.mkdir(parents=True, exist_ok=True)
+    result = confusion_stage(round(FULL_TRAIN * fraction), CLASSES, epochs=2, workdir=work)
+    print("\n## ConfusionScore at 1,000 classes\n")
+    _table([result], list(result))
+    return result
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
+    print(flush=True)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["full", "model", "ranks", "confusion"])
+    parser.add_argument("--quick", action="store_true", help="1/64 of every size")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--flat-fractions", type=float, nargs=3, default=[1 / 16, 1 / 8, 1 / 4])
+    parser.add_argument("--ivf-fractions", type=float, nargs=3, default=[1 / 4, 1 / 2, 1.0])
+    parser.add_argument("--ranks-fraction", type=float, default=1 / 4)
+    parser.add_argument("--ranks-index", default="flat")
+    parser.add_argument("--workdir", type=Path, default=None, help="keeps the generated data between runs")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    scale = 1 / 64 if args.quick else 1.0
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="ld_scale_"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"# benchmarks/scale.py on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, work in {root}\n")
+    results: dict[str, Any] = {}
+    if "full" in args.parts:
+        results["full"] = part_full(root, scale, args.threads)
+    if "model" in args.parts:
+        flat, ivf = ([f * scale for f in fractions] for fractions in (args.flat_fractions, args.ivf_fractions))
+        results["model"] = part_model(root, flat, ivf, args.threads, results.get("full"))
+    if "ranks" in args.parts:
+        results["ranks"] = part_ranks(root, args.ranks_fraction * scale, args.ranks_index)
+    if "confusion" in args.parts:
+        results["confusion"] = part_confusion(scale, root / "confusion")
+    if args.json:
+        results.get("full", {}).pop("result", None)
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
