@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,10 @@ from numpy.typing import ArrayLike
 from torch import Tensor
 
 from lightning_difficulty.functional.topk import seen_rows, topk_reconstruct
-from lightning_difficulty.storage.atomic import write_json, write_npy
+from lightning_difficulty.storage.atomic import atomic_path, write_json, write_npy
+
+LOG_BLOCK = 65_536
+"""Rows of a rank's log read per step when an epoch is merged."""
 
 __all__ = [
     "FORMAT",
@@ -269,15 +273,21 @@ class EpochRecorder:
             path.unlink(missing_ok=True)
 
     def finish_epoch(self, epoch: int, *, world_size: int) -> None:
-        """Merge all ranks' logs into the epoch file. Call on rank 0 after every other rank flushed."""
+        """Merge all ranks' logs into the epoch file. Call on rank 0 after every other rank flushed.
+
+        The logs are read ``LOG_BLOCK`` rows at a time into memmapped outputs, so the merge holds O(N) counts,
+        never the ``(N, C)`` epoch, in memory."""
         self.flush()
         files = epoch_files(self.directory, epoch, self.kind)
         if self.kind == "probs":
-            write_npy(files["probs"], self._merge_mean(world_size))
+            with atomic_path(files["probs"]) as tmp:
+                self._merge_mean(_new_npy(tmp, np.float32, (self.num_samples, self.num_classes), np.nan), world_size)
         else:
-            values, classes = self._merge_first(world_size)
-            write_npy(files["values"], values)
-            write_npy(files["indices"], classes)
+            shape = (self.num_samples, self.topk)
+            with atomic_path(files["values"]) as values, atomic_path(files["indices"]) as classes:
+                self._merge_first(
+                    _new_npy(values, np.float32, shape, np.nan), _new_npy(classes, np.int32, shape, -1), world_size
+                )
         for rank in range(world_size):
             for path in self._log_paths(rank):
                 path.unlink(missing_ok=True)
@@ -285,36 +295,46 @@ class EpochRecorder:
             self.epochs.append(epoch)
         self.write_manifest()
 
-    def _read_log(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    def _log_blocks(self, rank: int, *, backwards: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(dataset indices, row values)`` of a rank's log, ``LOG_BLOCK`` rows at a time."""
         idx_path, val_path = self._log_paths(rank)
         if not idx_path.exists():
-            return np.empty(0, np.int64), np.empty((0, self.row_width), np.float32)
-        idx = np.fromfile(idx_path, dtype=np.int64)
-        val = np.fromfile(val_path, dtype=np.float32).reshape(-1, self.row_width)
-        return idx, val[: len(idx)]
+            return
+        width = self.row_width
+        rows = min(idx_path.stat().st_size // 8, val_path.stat().st_size // (4 * width))
+        starts = range(0, rows, LOG_BLOCK)
+        for start in reversed(starts) if backwards else starts:
+            count = min(LOG_BLOCK, rows - start)
+            idx = np.fromfile(idx_path, dtype=np.int64, count=count, offset=start * 8)
+            val = np.fromfile(val_path, dtype=np.float32, count=count * width, offset=start * width * 4)
+            yield idx, val.reshape(count, width)
 
-    def _merge_mean(self, world_size: int) -> np.ndarray:
-        total = np.zeros((self.num_samples, self.num_classes), dtype=np.float64)
+    def _merge_mean(self, out: np.ndarray, world_size: int) -> None:
+        """Mean of every logged row per sample (DDP padding logs a sample twice); NaN for samples never seen."""
         count = np.zeros(self.num_samples, dtype=np.int64)
         for rank in range(world_size):
-            idx, val = self._read_log(rank)
-            np.add.at(total, idx, val)
-            np.add.at(count, idx, 1)
-        out = np.full((self.num_samples, self.num_classes), np.nan, dtype=np.float32)
-        seen = count > 0
-        out[seen] = (total[seen] / count[seen, None]).astype(np.float32)
-        return out
+            for idx, val in self._log_blocks(rank):
+                while idx.size:  # one pass per repetition of an index inside the block
+                    first = np.unique(idx, return_index=True)[1]
+                    rows, seen = idx[first], count[idx[first]][:, None]
+                    previous = np.where(seen > 0, out[rows], 0.0).astype(np.float64)
+                    out[rows] = ((previous * seen + val[first]) / (seen + 1)).astype(np.float32)
+                    count[rows] += 1
+                    rest = np.ones(idx.size, dtype=bool)
+                    rest[first] = False
+                    idx, val = idx[rest], val[rest]
+        out.flush()  # type: ignore[attr-defined]
 
-    def _merge_first(self, world_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _merge_first(self, values: np.ndarray, classes: np.ndarray, world_size: int) -> None:
+        """The first logged row per sample, lower ranks first (blocks written backwards, so earlier rows win)."""
         k = self.topk
-        values = np.full((self.num_samples, k), np.nan, dtype=np.float32)
-        classes = np.full((self.num_samples, k), -1, dtype=np.int32)
-        for rank in reversed(range(world_size)):  # lower ranks overwrite higher ones
-            idx, val = self._read_log(rank)
-            rows = np.unique(idx, return_index=True)[1]  # first occurrence in this log
-            values[idx[rows]] = val[rows, :k]
-            classes[idx[rows]] = val[rows, k:].astype(np.int32)
-        return values, classes
+        for rank in reversed(range(world_size)):
+            for idx, val in self._log_blocks(rank, backwards=True):
+                rows = np.unique(idx, return_index=True)[1]  # first occurrence in this block
+                values[idx[rows]] = val[rows, :k]
+                classes[idx[rows]] = val[rows, k:].astype(np.int32)
+        values.flush()  # type: ignore[attr-defined]
+        classes.flush()  # type: ignore[attr-defined]
 
     def manifest(self) -> RecordManifest:
         """The manifest of the epochs finished so far."""
@@ -484,3 +504,11 @@ def read_records(run_dir: str | os.PathLike[str], *, split: str | None = None) -
     if manifest.split != split:
         raise ValueError(f"Expected {path} to describe split {split!r}, but it says {manifest.split!r}.")
     return RunRecords(run_dir=root, manifest=manifest)
+
+
+def _new_npy(path: Path, dtype: Any, shape: tuple[int, int], fill: float) -> np.ndarray:
+    """A ``.npy`` memmap at ``path`` filled with ``fill``, ``LOG_BLOCK`` rows at a time."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    for start in range(0, shape[0], LOG_BLOCK):
+        out[start : start + LOG_BLOCK] = fill
+    return out
