@@ -378,3 +378,12 @@ def test_prediction_depth_and_kdn_share_one_input_space_search(tmp_path: Path, m
     _, ids = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(train_x).kneighbors(train_x)
     loo = np.array([[j for j in row if j != i][:4] for i, row in enumerate(ids)])
     np.testing.assert_allclose(column(both, "train", "kdn"), (train_y[loo] != train_y[:, None]).mean(axis=1))
+
+
+def test_summary_times_every_fit_end_stage(tmp_path: Path) -> None:
+    fit(tmp_path, Net(), [ConfusionScore(), DataDifficulty(k=3), report()], epochs=1)
+    summary = json.loads((tmp_path / "difficulty" / "summary.json").read_text())
+    seconds = summary["fit_end_seconds"]
+    stages = {"capture pass", "table and summary", "dashboard", "views", *summary["measures"]}
+    assert set(seconds) == stages  # one entry per stage and per measure, keyed as in `measures`
+    assert all(value >= 0.0 for value in seconds.values()) and seconds["capture pass"] > 0.0

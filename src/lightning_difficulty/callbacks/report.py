@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -245,24 +246,29 @@ class DifficultyReport(ReportComposer):
         run_dir = self.run_dir(trainer)
         callbacks = _difficulty_callbacks(trainer)
         skipped: list[str] = []
-        arrays = self._capture(trainer, pl_module, run_dir / "cache", skipped)
-        contributions = _compute_all(trainer, callbacks, arrays, skipped)
+        seconds: dict[str, float] = {}
+        with _timed(seconds, "capture pass"):
+            arrays = self._capture(trainer, pl_module, run_dir / "cache", skipped)
+        contributions = _compute_all(trainer, callbacks, arrays, skipped, seconds)
         if trainer.is_global_zero:
-            composed, info, shared = compose_table(arrays, contributions, skipped)
-            derived = self._derive(composed, shared, skipped)
-            info = {**BASE_COLUMNS, **info}
-            perspectives = tuple(name for name, meta in info.items() if meta.perspective)
-            summary = self._summarise(trainer, derived, contributions, perspectives, skipped)
-            self._outputs(trainer, run_dir, derived, info, summary).commit()
+            with _timed(seconds, "table and summary"):
+                composed, info, shared = compose_table(arrays, contributions, skipped)
+                derived = self._derive(composed, shared, skipped)
+                info = {**BASE_COLUMNS, **info}
+                perspectives = tuple(name for name, meta in info.items() if meta.perspective)
+                summary = self._summarise(trainer, derived, contributions, perspectives, skipped)
+                self._outputs(trainer, run_dir, derived, info, summary).commit()
             self.table, self.summary = derived.table, summary
             images = _image_fetcher(trainer, self._plan.batch_keys)
             class_names = self._class_names(derived.table, skipped)
-            self._write_dashboard(run_dir, derived.table, shared, class_names, images, skipped)
-            view_inputs = (class_names, perspectives, images)
-            self._log_views(trainer, derived.table, shared, contributions, view_inputs, skipped)
-            if len(skipped) > len(summary["skipped"]):  # views skipped after the set was written: record them too
-                summary["skipped"] = list(skipped)
-                write_json(run_dir / "summary.json", summary)
+            with _timed(seconds, "dashboard"):
+                self._write_dashboard(run_dir, derived.table, shared, class_names, images, skipped)
+            with _timed(seconds, "views"):
+                view_inputs = (class_names, perspectives, images)
+                self._log_views(trainer, derived.table, shared, contributions, view_inputs, skipped)
+            summary["skipped"] = list(skipped)  # views skipped after the set was written are recorded too
+            summary["fit_end_seconds"] = seconds
+            write_json(run_dir / "summary.json", summary)
         trainer.strategy.barrier()
         if trainer.is_global_zero and not self.keep_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
@@ -481,7 +487,11 @@ def _difficulty_callbacks(trainer: pl.Trainer) -> list[DifficultyCallback]:
 
 
 def _compute_all(
-    trainer: pl.Trainer, callbacks: list[DifficultyCallback], arrays: FitEndArrays, skipped: list[str]
+    trainer: pl.Trainer,
+    callbacks: list[DifficultyCallback],
+    arrays: FitEndArrays,
+    skipped: list[str],
+    seconds: dict[str, float],
 ) -> dict[str, tuple[DifficultyCallback, Contribution]]:
     """Every callback's measure; one that fails is skipped with a warning (the table is still written)."""
     out: dict[str, tuple[DifficultyCallback, Contribution]] = {}
@@ -490,10 +500,21 @@ def _compute_all(
         while key in out:  # identical callbacks (same arguments) still get one entry each
             key += "#"
         try:
-            out[key] = (cb, cb.compute(trainer, arrays))
+            with _timed(seconds, key):
+                out[key] = (cb, cb.compute(trainer, arrays))
         except Exception as err:
             _skip(skipped, f"{cb.state_key}: {type(err).__name__}: {err}")
     return out
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall seconds of the block to ``seconds[stage]`` (``summary.json["fit_end_seconds"]``)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _skip(skipped: list[str], reason: str) -> None:
