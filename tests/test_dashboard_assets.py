@@ -44,6 +44,39 @@ def test_pca_matches_scikit_learn_up_to_sign() -> None:
         np.testing.assert_allclose(ours[:, j], sign * ref[:, j], rtol=1e-4, atol=1e-4)
 
 
+def test_pca_in_row_blocks_of_a_memmap_matches_scikit_learn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_difficulty.dashboard import projection
+
+    monkeypatch.setattr(projection, "_BLOCK", 7)  # 200 rows in 29 blocks
+    x = np.random.default_rng(3).normal(size=(200, 6)) * np.arange(1, 7) + 5.0
+    np.save(tmp_path / "emb.npy", x.astype(np.float16))
+    stored = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    ours = project_2d(stored).astype(np.float64)
+    ref = PCA(n_components=2).fit_transform(np.asarray(stored, dtype=np.float64))
+    for j in range(2):
+        sign = np.sign(ours[:, j] @ ref[:, j])
+        np.testing.assert_allclose(ours[:, j], sign * ref[:, j], rtol=1e-4, atol=1e-4)
+
+
+def test_thumbnails_over_budget_leave_out_the_training_split(tmp_path: Path) -> None:
+    sizes = {"train": 40, "val": 10}
+    pictures = {s: np.random.default_rng(4).random((n, 3, 8, 8)).astype(np.float32) for s, n in sizes.items()}
+
+    def images(split: str, indices: list[int]) -> torch.Tensor:
+        return torch.from_numpy(pictures[split][np.asarray(indices)])
+
+    budget = 20 * 3 * 8 * 8  # room for 20 thumbnails: not the 50 of both splits, the 10 of val
+    with pytest.warns(UserWarning, match=r"thumbnail_budget=3,840 .*\['train'\]"):
+        out = write_dashboard_assets(
+            tmp_path, _table(sizes), class_names=["a", "b", "c"], images=images, thumbnail_budget=budget
+        )
+    meta = json.loads((out / "dashboard.json").read_text())
+    assert "thumbnails" not in meta["splits"]["train"] and meta["splits"]["val"]["thumbnails"]["count"] == 10
+    sheet = np.load(out / meta["thumbnails"]["file"])
+    assert sheet.shape == (10, 8, 8, 3)
+    np.testing.assert_allclose(sheet / 255.0, pictures["val"].transpose(0, 2, 3, 1), atol=0.5 / 255 + 1e-6)
+
+
 def test_projection_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="embeddings"):
         project_2d(np.zeros(5))

@@ -7,6 +7,7 @@ Everything goes to ``<run_dir>/dashboard/`` and every file is written atomically
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -175,11 +176,39 @@ def thumbnail_side(total: int, height: int, budget: int) -> int:
     return max(MIN_THUMBNAIL_SIDE, min(MAX_THUMBNAIL_SIDE, height, fit))
 
 
+def _thumbnailed_splits(sizes: Mapping[str, int], budget: int) -> dict[str, int]:
+    """The splits that get thumbnails: all when they fit ``budget`` at the smallest side, else the validation
+    splits that fit (a training set of ImageNet size would mean reading every image once more), with a warning.
+
+    Example::
+
+        >>> _thumbnailed_splits({"train": 1_281_167, "val": 50_000}, 64 * 2**20)
+        {'val': 50000}
+    """
+    per_row = 3 * MIN_THUMBNAIL_SIDE**2
+    if sum(sizes.values()) * per_row <= budget:
+        return dict(sizes)
+    chosen: dict[str, int] = {}
+    for split, size in sizes.items():
+        if split != "train" and (sum(chosen.values()) + size) * per_row <= budget:
+            chosen[split] = size
+    left_out = [split for split in sizes if split not in chosen]
+    warnings.warn(
+        f"Dashboard: thumbnails of {sum(sizes.values()):,} samples do not fit thumbnail_budget={budget:,} bytes at "
+        f"{MIN_THUMBNAIL_SIDE}x{MIN_THUMBNAIL_SIDE} pixels; splits {left_out} get none (a larger budget keeps them).",
+        stacklevel=3,
+    )
+    return chosen
+
+
 def _write_thumbnails(
     out: Path, table: pd.DataFrame, sizes: Mapping[str, int], images: ImageFetcher, budget: int
 ) -> dict[str, Any] | None:
     from lightning_difficulty.views.images import to_display_images
 
+    sizes = _thumbnailed_splits(sizes, budget)
+    if not sizes:
+        return None
     first_split = next(iter(sizes))
     probe = to_display_images(images(first_split, [0]))
     side = thumbnail_side(sum(sizes.values()), int(probe.shape[-2]), budget)
