@@ -14,7 +14,9 @@ Parts (each stage runs in a fresh process, so its peak memory is its own):
    exact and IVF: predicted and measured seconds, RAM and disk.
 3. ``ranks``: one process against two processes sharing the search (``Ranks``, a barrier between two real
    processes), one thread per process, exact search: wall time, peak RAM per rank, identical tables.
-4. ``confusion``: ConfusionScore over 1,281,167 samples x 1,000 classes, 2 epochs (``scale_confusion.py``).
+4. ``pipeline``: the other fit-end stages (capture pass, table and summary, dashboard, views) through a real
+   ``Trainer`` at five sizes: two fit the cost model's per-row constants, three check them (``scale_pipeline.py``).
+5. ``confusion``: ConfusionScore over 1,281,167 samples x 1,000 classes, 2 epochs (``scale_confusion.py``).
 
     python benchmarks/scale.py                   # everything, about an hour on 2 cores
     python benchmarks/scale.py --parts model     # one part
@@ -391,6 +393,42 @@ def part_ranks(root: Path, fraction: float, index: str) -> dict[str, Any]:
     return row
 
 
+def _pipeline_child(n_train: int, work: Path, queue: Any) -> None:
+    from scale_pipeline import pipeline_stage
+
+    queue.put(pipeline_stage(n_train, work))
+
+
+def part_pipeline(root: Path, fit_sizes: list[int], check_sizes: list[int]) -> list[dict[str, Any]]:
+    """The other fit-end stages: per stage, ``seconds = a + b * rows`` fitted on two small sizes, then checked."""
+    from scale_pipeline import STAGES
+
+    ctx = mp.get_context("spawn")
+    measured = []
+    for n in [*fit_sizes, *check_sizes]:
+        queue = ctx.Queue()
+        process = ctx.Process(target=_pipeline_child, args=(n, root, queue))
+        process.start()
+        measured.append(queue.get())
+        process.join()
+        print(f"  pipeline {n:,}: {measured[-1]['fit_seconds']:.0f} s", flush=True)
+    small, large = measured[0], measured[len(fit_sizes) - 1]
+    rows = []
+    for result in measured[len(fit_sizes) :]:
+        row: dict[str, Any] = {"rows": result["rows"]}
+        for stage in STAGES:
+            slope = (large[stage] - small[stage]) / (large["rows"] - small["rows"])
+            predicted = small[stage] + slope * (result["rows"] - small["rows"])
+            row[f"{stage} s"] = result[stage]
+            row[f"{stage} ratio"] = result[stage] / predicted
+        row["table MiB"] = result["table_bytes"] / 2**20
+        row["dashboard MiB"] = result["dashboard_bytes"] / 2**20
+        rows.append(row)
+    print(f"\n## Other fit-end stages (a + b * rows fitted on {fit_sizes}; measured / predicted)\n")
+    _table(rows, list(rows[0]))
+    return rows
+
+
 def part_confusion(fraction: float, work: Path) -> dict[str, Any]:
     from scale_confusion import confusion_stage
 
@@ -419,13 +457,20 @@ def _cell(value: Any) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["full", "model", "ranks", "confusion"])
+    parser.add_argument("--parts", nargs="+", default=["full", "model", "ranks", "pipeline", "confusion"])
     parser.add_argument("--quick", action="store_true", help="1/64 of every size")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--flat-fractions", type=float, nargs=3, default=[1 / 16, 1 / 8, 1 / 4])
     parser.add_argument("--ivf-fractions", type=float, nargs=3, default=[1 / 4, 1 / 2, 1.0])
     parser.add_argument("--ranks-fraction", type=float, default=1 / 4)
     parser.add_argument("--ranks-index", default="flat")
+    parser.add_argument(
+        "--pipeline-sizes",
+        type=int,
+        nargs=5,
+        default=[10_000, 20_000, 80_000, 320_000, FULL_TRAIN],
+        help="training rows of the pipeline part: two to fit the per-row costs, three to check them",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the generated data between runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -441,6 +486,9 @@ def main() -> None:
         results["model"] = part_model(root, flat, ivf, args.threads, results.get("full"))
     if "ranks" in args.parts:
         results["ranks"] = part_ranks(root, args.ranks_fraction * scale, args.ranks_index)
+    if "pipeline" in args.parts:
+        sizes = [max(2000, round(n * scale)) for n in args.pipeline_sizes]
+        results["pipeline"] = part_pipeline(root, sizes[:2], sizes[2:])
     if "confusion" in args.parts:
         results["confusion"] = part_confusion(scale, root / "confusion")
     if args.json:

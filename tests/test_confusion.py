@@ -55,3 +55,14 @@ def test_confusion_score_ensemble_averages_probabilities_before_entropy() -> Non
 def test_mean_over_epochs_marks_unseen_as_nan() -> None:
     out = mean_over_epochs(np.array([3.0, 0.0]), np.array([2, 0]))
     assert out[0] == 1.5 and np.isnan(out[1])
+
+
+def test_softmax_entropy_matches_scipy_on_wide_saturated_and_masked_rows() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=[[0.1], [3.0], [40.0], [3.0], [3.0]], size=(5, 1000))
+    logits[3, :400] = -np.inf  # masked classes
+    logits[4, 7] = np.nan
+    got = softmax_entropy(torch.tensor(logits, dtype=torch.float32)).double().numpy()
+    expected = [scipy_entropy(softmax(row[np.isfinite(row)])) for row in logits[:4]]
+    np.testing.assert_allclose(got[:4], expected, rtol=2e-5, atol=1e-6)
+    assert np.isnan(got[4])
