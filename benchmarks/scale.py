@@ -185,7 +185,7 @@ def probe_stage(job: StageJob) -> dict[str, Any]:
 
     from lightning_difficulty import PredictionDepth
     from lightning_difficulty.pipeline.capture import FitEndArrays
-    from lightning_difficulty.pipeline.cost import gemm_rate
+    from lightning_difficulty.pipeline.cost import search_rate
     from lightning_difficulty.pipeline.neighbours import Ranks
 
     faiss.omp_set_num_threads(job.threads)
@@ -206,7 +206,7 @@ def probe_stage(job: StageJob) -> dict[str, Any]:
         splits, input_searches={depth.probe.index_key: depth.probe}, ranks=ranks, search_dir=search_dir
     )
     trainer = SimpleNamespace(is_global_zero=job.rank == 0)
-    rate = gemm_rate()
+    rate = search_rate()
     barrier()
     with MemoryWatch() as memory:
         start = time.perf_counter()
@@ -215,7 +215,7 @@ def probe_stage(job: StageJob) -> dict[str, Any]:
     out: dict[str, Any] = {
         "rank": job.rank,
         "seconds": seconds,
-        "gemm_rate": rate,
+        "search_rate": rate,
         "peak_anon": memory.peak_anon,
         "start_anon": memory.start_anon,
         "peak_total": memory.peak_total,
@@ -306,56 +306,80 @@ def part_full(root: Path, fraction: float, threads: int) -> dict[str, Any]:
         "added_bytes_per_reference_row": (result["peak_anon"] - result["start_anon"]) / sizes.train,
         "disk_gib": result["disk"] / 2**30,
         "disk_bytes_per_query": result["disk"] / queries,
-        "gemm_gflops": result["gemm_rate"] / 1e9,
+        "search_gflops": result["search_rate"] / 1e9,
         "scored_train": summary["train"]["scored_rows"],
     }
     print("\n## Full-size probe stage\n")
     print(f"{sizes.label}, d = {DIM}, {LAYERS + 1} probes (input + {LAYERS} layers), k = {K}, {threads} threads")
     _table([row], list(row))
-    return {"row": row, "result": result, "sizes": sizes}
+    return row
 
 
-def part_model(
-    root: Path, flat: list[float], ivf: list[float], threads: int, full: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    from lightning_difficulty.pipeline.cost import probe_disk_bytes, probe_ram_bytes
+def part_model(root: Path, flat: list[float], ivf: list[float], threads: int) -> list[dict[str, Any]]:
+    """Per index kind: the first fraction calibrates the kind's one constant, the other three check the model."""
+    from lightning_difficulty.pipeline.cost import probe_disk_bytes, probe_ram_bytes, probe_stage_seconds
     from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
 
     rows = []
+    dims = [DIM] * (LAYERS + 1)
     for kind, fractions in (("flat", flat), ("ivf", ivf)):
-        for fraction in fractions:
+        constants: dict[str, float] = {}
+        for position, fraction in enumerate(fractions):
             sizes = Sizes.scaled(fraction)
-            if full is not None and full["result"]["summary"]["index"] == kind and full["sizes"] == sizes:
-                result = full["result"]  # the full-size stage already ran this search; its agreement check is left out
-                result = {**result, "seconds": result["seconds"] - full["row"]["agreement_seconds"]}
-            else:
-                data = _prepare(root, sizes)
-                work = root / f"work_model_{kind}_{sizes.train}"
-                work.mkdir(exist_ok=True)
-                [result] = run_stage([StageJob(data, work, sizes.train_queries, kind, threads, agreement_queries=0)])
-            summary = result["summary"]
+            data = _prepare(root, sizes)
+            work = root / f"work_model_{kind}_{sizes.train}"
+            work.mkdir(exist_ok=True)
+            [result] = run_stage([StageJob(data, work, sizes.train_queries, kind, threads, agreement_queries=0)])
             queries = sizes.val + sizes.train_queries
+            shape = (sizes.train, queries, dims)
+            rate = result["search_rate"]
+            if position == 0:
+                constants = _calibrate(kind, shape, rate, result["seconds"])
+            predicted = probe_stage_seconds(*shape, kind=kind, world=1, rate=rate, **constants)
             ram = probe_ram_bytes(sizes.train, DIM, world=1, query_block=QUERY_BLOCK, k=K)
-            disk = (LAYERS + 1) * probe_disk_bytes(queries, K, world=1)
+            disk = (LAYERS + 1) * probe_disk_bytes(queries, K, world=1, padded_rows=sizes.train)
+            added = result["peak_anon"] - result["start_anon"]
             rows.append(
                 {
                     "index": kind,
+                    "role": "calibration" if position == 0 else "check",
                     "sizes": sizes.label,
-                    "predicted_s": summary["estimated_probe_seconds"],
-                    "measured_s": result["seconds"],
-                    "time_ratio": result["seconds"] / summary["estimated_probe_seconds"],
-                    "predicted_ram_mib": ram / 2**20,
-                    "measured_ram_mib": (result["peak_anon"] - result["start_anon"]) / 2**20,
-                    "ram_ratio": (result["peak_anon"] - result["start_anon"]) / ram,
-                    "predicted_disk_mib": disk / 2**20,
-                    "measured_disk_mib": result["disk"] / 2**20,
-                    "disk_ratio": result["disk"] / disk,
+                    "search GFLOP/s": rate / 1e9,
+                    "predicted s": predicted,
+                    "measured s": result["seconds"],
+                    "time ratio": result["seconds"] / predicted,
+                    "predicted RAM MiB": ram / 2**20,
+                    "measured RAM MiB": added / 2**20,
+                    "RAM ratio": added / ram,
+                    "predicted disk MiB": disk / 2**20,
+                    "measured disk MiB": result["disk"] / 2**20,
+                    "disk ratio": result["disk"] / disk,
+                    **{name: value for name, value in constants.items() if position == 0},
                 }
             )
             print(f"  {kind} {sizes.label}: {result['seconds']:.1f} s", flush=True)
     print("\n## Cost model against measurements (measured / predicted; target within 0.75-1.25)\n")
-    _table(rows, list(rows[0]))
+    _table(rows, [c for c in rows[0] if c not in ("exact_scale", "scan_efficiency")])
+    for row in rows:
+        if row["role"] == "calibration":
+            print(
+                f"calibrated on {row['sizes']} ({row['index']}): "
+                + ", ".join(f"{name} = {row[name]:.3f}" for name in ("exact_scale", "scan_efficiency") if name in row)
+            )
     return rows
+
+
+def _calibrate(kind: str, shape: tuple[int, int, list[int]], rate: float, seconds: float) -> dict[str, float]:
+    """The kind's one free constant, set so that the model predicts ``seconds`` at this shape."""
+    from lightning_difficulty.pipeline.cost import probe_stage_seconds
+
+    if kind == "flat":
+        return {"exact_scale": seconds / probe_stage_seconds(*shape, kind="flat", world=1, rate=rate, exact_scale=1.0)}
+    # the IVF time is fixed (training, assignment) + scan / efficiency: solve for the efficiency
+    at_one = probe_stage_seconds(*shape, kind="ivf", world=1, rate=rate, scan_efficiency=1.0)
+    at_half = probe_stage_seconds(*shape, kind="ivf", world=1, rate=rate, scan_efficiency=0.5)
+    scan_at_one = at_half - at_one
+    return {"scan_efficiency": scan_at_one / max(seconds - (at_one - scan_at_one), 1e-9)}
 
 
 def part_ranks(root: Path, fraction: float, index: str) -> dict[str, Any]:
@@ -460,15 +484,15 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["full", "model", "ranks", "pipeline", "confusion"])
     parser.add_argument("--quick", action="store_true", help="1/64 of every size")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--flat-fractions", type=float, nargs=3, default=[1 / 16, 1 / 8, 1 / 4])
-    parser.add_argument("--ivf-fractions", type=float, nargs=3, default=[1 / 4, 1 / 2, 1.0])
+    parser.add_argument("--flat-fractions", type=float, nargs=4, default=[1 / 16, 1 / 8, 1 / 4, 1 / 2])
+    parser.add_argument("--ivf-fractions", type=float, nargs=4, default=[1 / 16, 1 / 8, 1 / 4, 1 / 2])
     parser.add_argument("--ranks-fraction", type=float, default=1 / 4)
     parser.add_argument("--ranks-index", default="flat")
     parser.add_argument(
         "--pipeline-sizes",
         type=int,
         nargs=5,
-        default=[10_000, 20_000, 80_000, 320_000, FULL_TRAIN],
+        default=[10_000, 20_000, 80_000, 160_000, 320_000],
         help="training rows of the pipeline part: two to fit the per-row costs, three to check them",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the generated data between runs")
@@ -483,7 +507,7 @@ def main() -> None:
         results["full"] = part_full(root, scale, args.threads)
     if "model" in args.parts:
         flat, ivf = ([f * scale for f in fractions] for fractions in (args.flat_fractions, args.ivf_fractions))
-        results["model"] = part_model(root, flat, ivf, args.threads, results.get("full"))
+        results["model"] = part_model(root, flat, ivf, args.threads)
     if "ranks" in args.parts:
         results["ranks"] = part_ranks(root, args.ranks_fraction * scale, args.ranks_index)
     if "pipeline" in args.parts:
@@ -492,7 +516,6 @@ def main() -> None:
     if "confusion" in args.parts:
         results["confusion"] = part_confusion(scale, root / "confusion")
     if args.json:
-        results.get("full", {}).pop("result", None)
         args.json.write_text(json.dumps(results, indent=2, default=str))
 
 

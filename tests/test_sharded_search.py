@@ -24,15 +24,15 @@ from sklearn.neighbors import NearestNeighbors
 from lightning_difficulty.functional.knn import build_index, knn_search, merge_neighbours
 from lightning_difficulty.pipeline import neighbours
 from lightning_difficulty.pipeline.cost import (
-    EXACT_SLOWDOWN,
+    EXACT_SCALE,
     INDEX_OVERHEAD,
     affordable_queries,
-    gemm_rate,
     ivf_lists,
     probe_disk_bytes,
     probe_ram_bytes,
     probe_seconds,
     probe_stage_seconds,
+    search_rate,
 )
 from lightning_difficulty.pipeline.neighbours import (
     APPROXIMATE_FROM,
@@ -427,17 +427,15 @@ def test_auto_index_resolves_by_reference_size() -> None:
 
 
 def test_flat_probe_seconds_is_the_formula() -> None:
-    # EXACT_SLOWDOWN * 2 N Q d / (w R), flops counted by hand
-    assert probe_seconds(1000, 200, 16, kind="flat", world=1, rate=1e9) == pytest.approx(
-        EXACT_SLOWDOWN * 6_400_000 / 1e9
-    )
+    # EXACT_SCALE * 2 N Q d / (w R), flops counted by hand
+    assert probe_seconds(1000, 200, 16, kind="flat", world=1, rate=1e9) == pytest.approx(EXACT_SCALE * 6_400_000 / 1e9)
     assert probe_seconds(50_000, 3000, 64, kind="flat", world=4, rate=2.5e10) == pytest.approx(
-        EXACT_SLOWDOWN * 4_800_000_000 / 2.5e10
+        EXACT_SCALE * 4_800_000_000 / 2.5e10
     )
     one = probe_seconds(123_456, 7890, 32, kind="flat", world=1, rate=3e10)
     assert probe_seconds(123_456, 7890, 32, kind="flat", world=2, rate=3e10) == pytest.approx(one / 2)
     assert probe_stage_seconds(1000, 200, [16, 16, 8], kind="flat", world=1, rate=1e9) == pytest.approx(
-        EXACT_SLOWDOWN * (2 * 6_400_000 + 3_200_000) / 1e9
+        EXACT_SCALE * (2 * 6_400_000 + 3_200_000) / 1e9
     )
     with pytest.raises(ValueError, match="hnsw"):
         probe_seconds(1000, 10, 8, kind="hnsw", world=1, rate=1e9)
@@ -485,8 +483,8 @@ def test_ram_and_disk_formulas(tmp_path: Path) -> None:
     assert written == probe_disk_bytes(300 + 70, K, world=1)
 
 
-def test_gemm_rate_is_positive() -> None:
-    rate = gemm_rate(rows=64, dims=16, columns=256, repeats=1)
+def test_search_rate_is_positive() -> None:
+    rate = search_rate(n_reference=256, n_queries=64, dims=16, repeats=1)
     assert math.isfinite(rate) and rate > 0
 
 

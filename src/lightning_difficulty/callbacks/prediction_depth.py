@@ -33,7 +33,7 @@ from lightning_difficulty.pipeline.capture import (
     merge_requests,
     run_capture,
 )
-from lightning_difficulty.pipeline.cost import affordable_queries, gemm_rate, probe_stage_seconds
+from lightning_difficulty.pipeline.cost import affordable_queries, probe_stage_seconds, search_rate
 from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK, ProbeConfig, agreement_rows, sample_rows
 from lightning_difficulty.views.report_views import log_depth_views
 
@@ -236,7 +236,7 @@ class PredictionDepth(DifficultyCallback):
         world = len(arrays.ranks.shards(n_train, k=self.probe.k))
         plan = None
         if arrays.ranks.rank == 0:
-            rate = gemm_rate()
+            rate = search_rate()
             estimate = probe_stage_seconds(n_train, other + n_train, dims, kind=kind, world=world, rate=rate)
             count, reason = _train_count(self.train_queries, n_train), "asked"
             if self.train_queries == "auto" and estimate > self.probe_budget:
@@ -282,7 +282,9 @@ class PredictionDepth(DifficultyCallback):
                 probed.votes[split][probe] = vote
                 probed.columns[split][f"knn:{probe}"] = _scatter(vote, answer.rows, size)
                 probed.columns[split][f"kdn:{probe}"] = _scatter(disagreement, answer.rows, size)
-                probed.neighbours[split][probe] = answer.padded(size, KEPT_NEIGHBOURS)
+                probed.neighbours[split][probe] = answer.padded(
+                    size, KEPT_NEIGHBOURS, fit_end.scratch(f"kept-{probe}-{split}")
+                )
         if fit_end.ranks.rank == 0:
             for split, data in arrays.items():
                 scored = probed.rows.get(split)

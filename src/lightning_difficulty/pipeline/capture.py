@@ -159,6 +159,13 @@ class FitEndArrays:
         """The layer names behind ``request.layers`` (``"auto"`` resolved)."""
         return self.auto_layers if request.layers == "auto" else tuple(request.layers)
 
+    def scratch(self, name: str) -> Path | None:
+        """A fresh folder for O(N) arrays a measure keeps off RAM (``None`` when the arrays live in memory)."""
+        if self.search_dir is None:
+            return None
+        self._searches += 1
+        return self.search_dir / f"{self._searches:03d}-{name}"
+
     def search(
         self,
         name: str,

@@ -2,12 +2,12 @@
 
 The symbols: ``N`` reference (training) rows, ``Q`` queries (validation rows plus the scored training rows),
 ``d`` dimensions of a probe's embedding, ``k`` neighbours, ``w`` ranks sharing the search and ``R`` the
-float32 matrix-multiply rate of one rank (flop/s, measured by :func:`gemm_rate`). Exact search costs
-``2 N Q d`` flops per probe, at :data:`EXACT_SLOWDOWN` times the GEMM time. IVF with ``nlist = 4 sqrt(N)``
-lists scans about ``N / 16`` candidates per query (the default ``nprobe = nlist / 16``) at a fraction
-:data:`IVF_SCAN_EFFICIENCY` of the GEMM rate (the scan is memory-bound), plus k-means training on
-``40 nlist`` rows and the assignment of every row. The README's cost model table checks these formulas
-against ``benchmarks/scale.py`` at three sizes.
+exact-search rate of one rank (distance flop/s, measured by :func:`search_rate` on a small search). Exact
+search costs ``2 N Q d`` flops per probe, at :data:`EXACT_SCALE` times the time ``R`` predicts. IVF with
+``nlist = 4 sqrt(N)`` lists scans about ``N / 16`` candidates per query (the default
+``nprobe = nlist / 16``) at a fraction :data:`IVF_SCAN_EFFICIENCY` of ``R`` (the scan is memory-bound), plus
+k-means training on ``40 nlist`` rows and the assignment of every row. The README's cost model table
+checks these formulas against ``benchmarks/scale.py`` at three sizes.
 """
 
 from __future__ import annotations
@@ -18,34 +18,39 @@ from collections.abc import Sequence
 
 import numpy as np
 
-EXACT_SLOWDOWN = 1.29
-"""Exact faiss search time over the time of the float32 GEMM of the same shapes (``benchmarks/probes.py``)."""
+EXACT_SCALE = 1.0
+"""Exact search time at the sizes of a probe over the time predicted from :func:`search_rate` (which times a
+small exact search); set from ``benchmarks/scale.py``'s calibration size (see the README's cost model)."""
 IVF_SCAN_EFFICIENCY = 0.116
-"""Rate of the IVF list scan as a fraction of the GEMM rate: with 1/16 of the lists probed, IVF measured 2.4x
-faster than exact search at 1M references (``benchmarks/probes.py``), so ``1 / (16 / 2.4 * 1.29)``."""
+"""Rate of the IVF list scan as a fraction of :func:`search_rate` (the scan is memory-bound); set from
+``benchmarks/scale.py``'s calibration size."""
 KMEANS_ITERATIONS = 10
 """faiss's default k-means iterations when an IVF index is trained."""
 INDEX_OVERHEAD = 1.1
 """RAM of a faiss index over the raw float32 vectors it stores (ids and list bookkeeping)."""
 
 
-def gemm_rate(*, rows: int = 1024, dims: int = 128, columns: int = 4096, repeats: int = 3) -> float:
-    """Float32 matrix-multiply rate of this process (flop/s), on the shape of a probe's distance block.
+def search_rate(*, n_reference: int = 32_768, n_queries: int = 2048, dims: int = 128, repeats: int = 3) -> float:
+    """Distance flop/s (``2 N Q d`` per second) of exact faiss search with this process's threads, timed on a
+    small search (about 0.5 s on 2 cores).
 
     Example::
 
-        >>> gemm_rate(rows=64, columns=256, repeats=1) > 0
+        >>> search_rate(n_reference=512, n_queries=64, repeats=1) > 0
         True
     """
+    import faiss
+
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((rows, dims), dtype=np.float32)
-    b = rng.standard_normal((dims, columns), dtype=np.float32)
+    index = faiss.IndexFlatL2(dims)
+    index.add(rng.standard_normal((n_reference, dims), dtype=np.float32))
+    queries = rng.standard_normal((n_queries, dims), dtype=np.float32)
     best = math.inf
     for _ in range(repeats + 1):  # the first run warms the BLAS threads up
         start = time.perf_counter()
-        a @ b
+        index.search(queries, 30)
         best = min(best, time.perf_counter() - start)
-    return 2.0 * rows * dims * columns / max(best, 1e-9)
+    return 2.0 * n_reference * n_queries * dims / max(best, 1e-9)
 
 
 def ivf_lists(n_reference: int) -> int:
@@ -53,31 +58,46 @@ def ivf_lists(n_reference: int) -> int:
     return max(1, min(round(4 * math.sqrt(n_reference)), n_reference // 40))
 
 
-def probe_seconds(n_reference: int, n_queries: int, dims: int, *, kind: str, world: int, rate: float) -> float:
+def probe_seconds(
+    n_reference: int,
+    n_queries: int,
+    dims: int,
+    *,
+    kind: str,
+    world: int,
+    rate: float,
+    exact_scale: float | None = None,
+    scan_efficiency: float | None = None,
+) -> float:
     """Predicted wall seconds of one probe's search (index build included) when ``world`` ranks share it.
+
+    ``rate`` is :func:`search_rate` of one rank; ``exact_scale`` and ``scan_efficiency`` default to
+    :data:`EXACT_SCALE` and :data:`IVF_SCAN_EFFICIENCY`.
 
     Example::
 
         >>> round(probe_seconds(1_000_000, 100_000, 128, kind="flat", world=1, rate=1e11))
-        330
+        256
     """
+    exact_scale = EXACT_SCALE if exact_scale is None else exact_scale
+    scan_efficiency = IVF_SCAN_EFFICIENCY if scan_efficiency is None else scan_efficiency
     shard = n_reference / world
     if kind == "flat":
-        return EXACT_SLOWDOWN * 2.0 * shard * n_queries * dims / rate
+        return exact_scale * 2.0 * shard * n_queries * dims / rate
     if kind != "ivf":
         raise ValueError(f"The cost model covers kind='flat' and 'ivf', not {kind!r}.")
     lists = ivf_lists(int(shard))
     training = KMEANS_ITERATIONS * 2.0 * min(shard, 40 * lists) * lists * dims / rate
     assignment = 2.0 * (shard + n_queries) * lists * dims / rate
-    scan = 2.0 * n_queries * (shard / 16) * dims / (IVF_SCAN_EFFICIENCY * rate)
+    scan = 2.0 * n_queries * (shard / 16) * dims / (scan_efficiency * rate)
     return training + assignment + scan
 
 
 def probe_stage_seconds(
-    n_reference: int, n_queries: int, dims: Sequence[int], *, kind: str, world: int, rate: float
+    n_reference: int, n_queries: int, dims: Sequence[int], *, kind: str, world: int, rate: float, **constants: float
 ) -> float:
     """Predicted wall seconds of every probe's search (the probes run one after another)."""
-    return sum(probe_seconds(n_reference, n_queries, d, kind=kind, world=world, rate=rate) for d in dims)
+    return sum(probe_seconds(n_reference, n_queries, d, kind=kind, world=world, rate=rate, **constants) for d in dims)
 
 
 def affordable_queries(
@@ -97,6 +117,8 @@ def probe_ram_bytes(n_reference: int, dims: int, *, world: int, query_block: int
     return INDEX_OVERHEAD * 4.0 * dims * n_reference / world + query_block * (4.0 * dims + 12.0 * (k + 8))
 
 
-def probe_disk_bytes(n_queries: int, k: int, *, world: int) -> float:
-    """Disk of one probe's answers: ``(Q, k)`` float32 distances and int64 ids, once per rank plus the merge."""
-    return 12.0 * n_queries * k * (world + 1 if world > 1 else 1)
+def probe_disk_bytes(n_queries: int, k: int, *, world: int, padded_rows: int = 0, kept: int = 8) -> float:
+    """Disk of one probe's answers: ``(Q, k)`` float32 distances and int64 ids, once per rank plus the merge,
+    and, when only a sample of a split was searched, its ``kept`` nearest padded to all ``padded_rows`` rows
+    (for the views)."""
+    return 12.0 * n_queries * k * (world + 1 if world > 1 else 1) + 12.0 * kept * padded_rows

@@ -142,14 +142,19 @@ class Found:
             return True
         return rows is not None and bool(np.isin(rows, self.rows).all())
 
-    def padded(self, n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def padded(self, n_rows: int, k: int, directory: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, ids)`` of the first ``k`` (at most) neighbours of every split row: NaN and ``-1`` where not
-        searched."""
+        searched. With ``directory`` the padded arrays are memmaps there (they are O(N k): keep them off RAM)."""
         if self.rows is None:
             return self.distances[:, :k], self.ids[:, :k]
         width = min(k, self.k)
-        distances = np.full((n_rows, width), np.nan, dtype=np.float32)
-        ids = np.full((n_rows, width), -1, dtype=np.int64)
+        if directory is None:
+            distances = np.full((n_rows, width), np.nan, dtype=np.float32)
+            ids = np.full((n_rows, width), -1, dtype=np.int64)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            distances, ids = _allocate(directory, "padded", n_rows, width)
+            distances[:], ids[:] = np.nan, -1
         distances[self.rows] = self.distances[:, :width]
         ids[self.rows] = self.ids[:, :width]
         return distances, ids
