@@ -283,12 +283,13 @@ def _prepare(root: Path, sizes: Sizes) -> Path:
 # -- parts --------------------------------------------------------------------------------------------
 
 
-def part_full(root: Path, fraction: float, threads: int) -> dict[str, Any]:
+def part_full(root: Path, fraction: float, threads: int, index: str) -> dict[str, Any]:
     sizes = Sizes.scaled(fraction)
     data = _prepare(root, sizes)
-    work = root / "work_full"
-    work.mkdir(exist_ok=True)
-    [result] = run_stage([StageJob(data, work, sizes.train_queries, "auto", threads)])
+    work = root / f"work_full_{index}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    [result] = run_stage([StageJob(data, work, sizes.train_queries, index, threads)])
     summary = result["summary"]
     agreement = summary.get("index_agreement", {})
     queries = sizes.val + sizes.train_queries
@@ -318,7 +319,6 @@ def part_full(root: Path, fraction: float, threads: int) -> dict[str, Any]:
 def part_model(root: Path, flat: list[float], ivf: list[float], threads: int) -> list[dict[str, Any]]:
     """Per index kind: the first fraction calibrates the kind's one constant, the other three check the model."""
     from lightning_difficulty.pipeline.cost import probe_disk_bytes, probe_ram_bytes, probe_stage_seconds
-    from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
 
     rows = []
     dims = [DIM] * (LAYERS + 1)
@@ -328,7 +328,8 @@ def part_model(root: Path, flat: list[float], ivf: list[float], threads: int) ->
             sizes = Sizes.scaled(fraction)
             data = _prepare(root, sizes)
             work = root / f"work_model_{kind}_{sizes.train}"
-            work.mkdir(exist_ok=True)
+            shutil.rmtree(work, ignore_errors=True)  # a clean folder: its size is the stage's disk
+            work.mkdir()
             [result] = run_stage([StageJob(data, work, sizes.train_queries, kind, threads, agreement_queries=0)])
             queries = sizes.val + sizes.train_queries
             shape = (sizes.train, queries, dims)
@@ -336,9 +337,9 @@ def part_model(root: Path, flat: list[float], ivf: list[float], threads: int) ->
             if position == 0:
                 constants = _calibrate(kind, shape, rate, result["seconds"])
             predicted = probe_stage_seconds(*shape, kind=kind, world=1, rate=rate, **constants)
-            ram = probe_ram_bytes(sizes.train, DIM, world=1, query_block=QUERY_BLOCK, k=K)
-            disk = (LAYERS + 1) * probe_disk_bytes(queries, K, world=1, padded_rows=sizes.train)
             added = result["peak_anon"] - result["start_anon"]
+            ram = probe_ram_bytes(sizes.train, queries, DIM, world=1, k=K)
+            disk = (LAYERS + 1) * probe_disk_bytes(queries, K, world=1, padded_rows=sizes.train)
             rows.append(
                 {
                     "index": kind,
@@ -486,6 +487,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--flat-fractions", type=float, nargs=4, default=[1 / 16, 1 / 8, 1 / 4, 1 / 2])
     parser.add_argument("--ivf-fractions", type=float, nargs=4, default=[1 / 16, 1 / 8, 1 / 4, 1 / 2])
+    parser.add_argument("--full-index", default="auto", help="index of the full-size part ('auto': IVF there)")
     parser.add_argument("--ranks-fraction", type=float, default=1 / 4)
     parser.add_argument("--ranks-index", default="flat")
     parser.add_argument(
@@ -504,7 +506,7 @@ def main() -> None:
     print(f"# benchmarks/scale.py on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, work in {root}\n")
     results: dict[str, Any] = {}
     if "full" in args.parts:
-        results["full"] = part_full(root, scale, args.threads)
+        results["full"] = part_full(root, scale, args.threads, args.full_index)
     if "model" in args.parts:
         flat, ivf = ([f * scale for f in fractions] for fractions in (args.flat_fractions, args.ivf_fractions))
         results["model"] = part_model(root, flat, ivf, args.threads)

@@ -470,7 +470,9 @@ def test_affordable_queries_is_the_largest_that_fits(kind: str, world: int) -> N
 
 def test_ram_and_disk_formulas(tmp_path: Path) -> None:
     expected_ram = INDEX_OVERHEAD * 4 * 128 * 1_000_000 / 2 + 65_536 * (4 * 128 + 12 * (10 + 8))
-    assert probe_ram_bytes(1_000_000, 128, world=2, query_block=65_536, k=10) == pytest.approx(expected_ram)
+    assert probe_ram_bytes(1_000_000, 100_000, 128, world=2, k=10) == pytest.approx(expected_ram)
+    small_block = INDEX_OVERHEAD * 4 * 128 * 1_000_000 + 5_000 * (4 * 128 + 12 * (10 + 8))  # fewer queries than a block
+    assert probe_ram_bytes(1_000_000, 5_000, 128, world=1, k=10) == pytest.approx(small_block)
     assert probe_disk_bytes(1000, 10, world=1) == 12 * 1000 * 10
     assert probe_disk_bytes(1000, 10, world=3) == 12 * 1000 * 10 * 4
 

@@ -154,17 +154,19 @@ class FitEndArrays:
     search_dir: Path | None = None
     _found: dict[tuple[Any, ...], dict[str, Found]] = field(default_factory=dict, repr=False)
     _searches: int = field(default=0, repr=False)
+    _scratches: int = field(default=0, repr=False)
 
     def layers_for(self, request: CaptureRequest) -> tuple[str, ...]:
         """The layer names behind ``request.layers`` (``"auto"`` resolved)."""
         return self.auto_layers if request.layers == "auto" else tuple(request.layers)
 
     def scratch(self, name: str) -> Path | None:
-        """A fresh folder for O(N) arrays a measure keeps off RAM (``None`` when the arrays live in memory)."""
+        """A fresh folder for O(N) arrays a measure keeps off RAM (``None`` when the arrays live in memory). Not
+        collective: unlike :meth:`search`, one rank may ask for it alone."""
         if self.search_dir is None:
             return None
-        self._searches += 1
-        return self.search_dir / f"{self._searches:03d}-{name}"
+        self._scratches += 1  # its own count: scratch folders may be asked for on one rank only
+        return self.search_dir / "scratch" / f"{self._scratches:03d}-{name}"
 
     def search(
         self,

@@ -18,16 +18,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-EXACT_SCALE = 1.0
+EXACT_SCALE = 1.28
 """Exact search time at the sizes of a probe over the time predicted from :func:`search_rate` (which times a
-small exact search); set from ``benchmarks/scale.py``'s calibration size (see the README's cost model)."""
-IVF_SCAN_EFFICIENCY = 0.116
-"""Rate of the IVF list scan as a fraction of :func:`search_rate` (the scan is memory-bound); set from
-``benchmarks/scale.py``'s calibration size."""
+small exact search); calibrated on ``benchmarks/scale.py``'s smallest size (80k references, 2026-12-01)."""
+IVF_SCAN_EFFICIENCY = 0.095
+"""Rate of the IVF list scan as a fraction of :func:`search_rate` (the scan is memory-bound); calibrated on
+``benchmarks/scale.py``'s smallest size (80k references, 2026-12-01)."""
 KMEANS_ITERATIONS = 10
 """faiss's default k-means iterations when an IVF index is trained."""
-INDEX_OVERHEAD = 1.1
-"""RAM of a faiss index over the raw float32 vectors it stores (ids and list bookkeeping)."""
+INDEX_OVERHEAD = 2.05
+"""Peak RAM of a faiss index while it is built, over the float32 vectors it stores: rows are added in chunks,
+and faiss's storage grows by reallocation (old and new buffers coexist). Calibrated on ``benchmarks/scale.py``'s
+smallest size (80k rows)."""
 
 
 def search_rate(*, n_reference: int = 32_768, n_queries: int = 2048, dims: int = 128, repeats: int = 3) -> float:
@@ -77,7 +79,7 @@ def probe_seconds(
     Example::
 
         >>> round(probe_seconds(1_000_000, 100_000, 128, kind="flat", world=1, rate=1e11))
-        256
+        328
     """
     exact_scale = EXACT_SCALE if exact_scale is None else exact_scale
     scan_efficiency = IVF_SCAN_EFFICIENCY if scan_efficiency is None else scan_efficiency
@@ -112,9 +114,13 @@ def affordable_queries(
     return low
 
 
-def probe_ram_bytes(n_reference: int, dims: int, *, world: int, query_block: int, k: int) -> float:
-    """Peak RAM of one rank during a probe's search: its index shard, one block of queries and of answers."""
-    return INDEX_OVERHEAD * 4.0 * dims * n_reference / world + query_block * (4.0 * dims + 12.0 * (k + 8))
+def probe_ram_bytes(n_reference: int, n_queries: int, dims: int, *, world: int, k: int) -> float:
+    """Peak RAM of one rank during a probe's search: its index shard (with faiss's growth while rows are added,
+    :data:`INDEX_OVERHEAD`) and one block of queries with their answers."""
+    from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
+
+    block = min(n_queries, QUERY_BLOCK)
+    return INDEX_OVERHEAD * 4.0 * dims * n_reference / world + block * (4.0 * dims + 12.0 * (k + 8))
 
 
 def probe_disk_bytes(n_queries: int, k: int, *, world: int, padded_rows: int = 0, kept: int = 8) -> float:
