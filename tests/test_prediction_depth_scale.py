@@ -287,7 +287,11 @@ def test_auto_index_switches_to_ivf_and_reports_agreement(
     from lightning_difficulty.pipeline import neighbours
 
     monkeypatch.setattr(neighbours, "APPROXIMATE_FROM", 100)
-    run = _run(tmp_path, index="auto", train_queries="all", agreement_queries=60)
+    # exact search fits the default budget: "auto" stays exact although the set is above APPROXIMATE_FROM
+    exact = _run(tmp_path / "exact", index="auto", train_queries="all", agreement_queries=60)
+    assert exact.measures["index"] == "flat" and "index_agreement" not in exact.measures
+    # a budget exact search cannot meet: above APPROXIMATE_FROM, "auto" takes IVF
+    run = _run(tmp_path, index="auto", train_queries="all", agreement_queries=60, probe_budget=1e-9)
     assert run.measures["index"] == "ivf"
     agreement = run.measures["index_agreement"]
     assert agreement["index"] == "ivf" and agreement["queries"] == 60

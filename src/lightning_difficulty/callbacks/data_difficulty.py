@@ -29,7 +29,8 @@ class DataDifficulty(DifficultyCallback):
         k: neighbours (Smith et al.: 5-10).
         input_size: average-pool image inputs to ``input_size x input_size`` first (for large images).
         index: ``"auto"`` (exact below 1,000,000 training rows, IVF from there on), ``"flat"`` (exact),
-            ``"ivf"`` or ``"hnsw"``. The same as PredictionDepth's (default ``"auto"``) shares its input search.
+            ``"ivf"`` or ``"hnsw"``. When it resolves to the same index as PredictionDepth's input probe, the two
+            share one input-space search.
         reference_dataloader: un-augmented training data (default: the training dataloader, un-shuffled).
 
     Example::

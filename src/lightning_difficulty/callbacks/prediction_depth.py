@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -79,10 +79,11 @@ class PredictionDepth(DifficultyCallback):
         k: neighbours per probe (Baldock et al.: 30).
         reduction: ``"auto"`` (pool conv maps, project wide outputs to 256 dims, float16) or ``None``
             (raw flattened activations, float32).
-        index: ``"auto"`` (exact below 1,000,000 training rows, IVF from there on; see
-            :data:`~lightning_difficulty.pipeline.neighbours.APPROXIMATE_FROM`), ``"flat"`` (exact), ``"ivf"`` or
-            ``"hnsw"``. With an approximate index, ``summary.json`` reports its agreement with exact search on
-            ``agreement_queries`` sampled queries (identical votes per probe and identical depth).
+        index: ``"auto"`` (exact whenever the cost model says it fits ``probe_budget``, else IVF from 1,000,000
+            training rows; see :data:`~lightning_difficulty.pipeline.neighbours.APPROXIMATE_FROM`), ``"flat"``
+            (exact), ``"ivf"`` or ``"hnsw"``. With an approximate index, ``summary.json`` reports its agreement
+            with exact search on ``agreement_queries`` sampled queries (identical votes per probe and identical
+            depth).
         train_queries: which training rows get a depth (the probes' reference set is always every training row;
             every validation row is always scored): ``"all"``, a count, a fraction in ``(0, 1]``, or ``"auto"``:
             all, unless the cost model (:mod:`~lightning_difficulty.pipeline.cost`) predicts the probe stage
@@ -227,34 +228,43 @@ class PredictionDepth(DifficultyCallback):
         )
 
     def _plan_queries(self, arrays: FitEndArrays, probes: list[str]) -> QueryPlan:
-        """The training rows to score: every row, the asked number, or what the cost model says fits the budget."""
+        """The index and the training rows to score, from the cost model: every row, the asked number, or what
+        fits ``probe_budget``. ``index="auto"`` searches exactly whenever that fits the budget, else (from
+        ``APPROXIMATE_FROM`` training rows) with IVF. Decided on rank 0, the same on every rank."""
         n_train = len(arrays.splits["train"].labels)
         other = sum(len(d.labels) for s, d in arrays.splits.items() if s != "train")
         dims = [_probe_embedding(arrays.splits["train"], p).shape[1] for p in probes]
-        index = self.probe.resolved(n_train).index
-        kind = "flat" if index == "flat" else "ivf"  # the cost model prices HNSW as IVF
         world = len(arrays.ranks.shards(n_train, k=self.probe.k))
         plan = None
         if arrays.ranks.rank == 0:
             rate = search_rate()
-            estimate = probe_stage_seconds(n_train, other + n_train, dims, kind=kind, world=world, rate=rate)
-            count, reason = _train_count(self.train_queries, n_train), "asked"
-            if self.train_queries == "auto" and estimate > self.probe_budget:
+
+            def seconds(index: str, train_rows: int) -> float:
+                kind = "flat" if index == "flat" else "ivf"  # the cost model prices HNSW as IVF
+                return probe_stage_seconds(n_train, other + train_rows, dims, kind=kind, world=world, rate=rate)
+
+            asked = _train_count(self.train_queries, n_train)
+            index = self.probe.resolved(n_train).index
+            if self.probe.index == "auto" and seconds("flat", asked) <= self.probe_budget:
+                index = "flat"  # exact whenever it fits the budget
+            count, reason = asked, "asked"
+            if self.train_queries == "auto" and seconds(index, asked) > self.probe_budget:
+                kind = "flat" if index == "flat" else "ivf"
                 fits = affordable_queries(
                     n_train, other, dims, kind=kind, world=world, rate=rate, budget=self.probe_budget
                 )
                 count, reason = max(fits, min(n_train, MIN_SAMPLED_QUERIES)), "budget"
             if reason == "budget" and count < n_train:
                 rank_zero_warn(
-                    f"PredictionDepth: scoring all {n_train:,} training rows would take about {estimate / 60:.0f} min "
-                    f"here (cost model, index {index!r}, {world} rank(s)), over probe_budget={self.probe_budget:g} s. "
-                    f"Scoring a seeded sample of {count:,} training rows instead (every validation row is scored; "
-                    "the rest get NaN). Pass train_queries='all' to score every row, or a larger probe_budget."
+                    f"PredictionDepth: scoring all {n_train:,} training rows would take about "
+                    f"{seconds(index, n_train) / 60:.0f} min here (cost model, index {index!r}, {world} rank(s)), over "
+                    f"probe_budget={self.probe_budget:g} s. Scoring a seeded sample of {count:,} training rows instead "
+                    "(every validation row is scored; the rest get NaN). Pass train_queries='all' to score every row, "
+                    "or a larger probe_budget."
                 )
             rows = sample_rows(n_train, count, self.seed)
             scored = n_train if rows is None else len(rows)
-            seconds = probe_stage_seconds(n_train, other + scored, dims, kind=kind, world=world, rate=rate)
-            plan = QueryPlan(rows, index, world, seconds, reason if rows is not None else "all")
+            plan = QueryPlan(rows, index, world, seconds(index, scored), reason if rows is not None else "all")
         return arrays.ranks.broadcast(plan)
 
     def _probe_all(self, fit_end: FitEndArrays, probes: list[str], plan: QueryPlan) -> Probed:
@@ -266,13 +276,14 @@ class PredictionDepth(DifficultyCallback):
         ref_labels = np.asarray(reference.labels)
         num_classes = reference.logits.shape[1]
         rows = {"train": plan.train_rows}
+        config = replace(self.probe, index=plan.index)
         probed = Probed({s: {} for s in arrays}, {s: {} for s in arrays}, {s: {} for s in arrays}, rows)
         for probe in probes:
             embeddings = {split: _probe_embedding(data, probe) for split, data in arrays.items()}
-            if probe == INPUT_PROBE:  # shared with DataDifficulty's search when both are present
-                found = fit_end.input_neighbours(self.probe, plan.train_rows)
+            if probe == INPUT_PROBE:  # shared with DataDifficulty's search when both resolve to the same index
+                found = fit_end.input_neighbours(config, plan.train_rows)
             else:
-                found = fit_end.search(probe, _probe_embedding(reference, probe), embeddings, self.probe, rows)
+                found = fit_end.search(probe, _probe_embedding(reference, probe), embeddings, config, rows)
             if fit_end.ranks.rank != 0:
                 continue
             for split, answer in found.items():

@@ -186,11 +186,17 @@ class FitEndArrays:
         """``split -> Found`` of the ``config.k`` nearest training inputs (leave-one-out for ``"train"``), for the
         training rows ``train_rows`` (``None``: all) and every row of the other splits.
 
-        Every callback that requested this search (same index) shares one search with the largest ``k``, over
-        every training row unless all of them allow a sample; each gets its first ``config.k`` columns. Example:
-        PredictionDepth's input probe (k=30) and DataDifficulty (k=10) search input space once. Collective.
+        Every callback that requested this search (the same index once ``"auto"`` is resolved for the training
+        set's size) shares one search with the largest ``k``, over every training row unless all of them allow a
+        sample; each gets its first ``config.k`` columns. Example: PredictionDepth's input probe (k=30) and
+        DataDifficulty (k=10) search input space once. Collective.
         """
-        shared = self.input_searches.get(config.index_key, config).widest(config)
+        n_train = len(self.splits["train"].labels)
+        config = config.resolved(n_train)
+        shared = config
+        for requested in self.input_searches.values():
+            if requested.resolved(n_train).index_key == config.index_key:
+                shared = shared.widest(requested.resolved(n_train))
         searched = train_rows if shared.sampled_train else None
         found = self._found.get(config.index_key)
         if found is None or found["train"].k < shared.k or not found["train"].covers(train_rows):

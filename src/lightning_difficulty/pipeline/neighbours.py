@@ -8,8 +8,9 @@ Each rank then holds ``1 / world`` of the index and does ``1 / world`` of the di
 ``DifficultyReport`` checks is shared at setup). Exact search gives the same neighbours as one process.
 
 ``index="auto"`` searches exactly below :data:`APPROXIMATE_FROM` reference rows and with an IVF index
-(exact distances to every candidate it scans) from there on; :func:`index_agreement` measures how often
-the approximate answer votes as exact search would.
+(exact distances to every candidate it scans) from there on (``PredictionDepth`` keeps exact search above
+it too when the cost model says it fits the budget). ``PredictionDepth`` measures the agreement of an
+approximate answer with exact search on sampled queries.
 """
 
 from __future__ import annotations
