@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from google.protobuf import text_format
@@ -621,3 +623,66 @@ def test_projector_takes_any_column_and_labels_by_class_name(tmp_path: Path) -> 
     assert (tmp_path / "00000" / "val" / "metadata.tsv").read_text().startswith("split\tindex\t")
     with pytest.raises(ValueError, match="`label_column`='pattern'"):
         projector.write_projector(tmp_path, "val", np.eye(3), metadata, label_column="pattern")
+
+
+class _Figures:
+    """Stands in for a TensorBoard writer: keeps each figure's tag and size in inches."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, tuple[float, float]] = {}
+
+    def add_figure(self, tag: str, figure: Any, step: int) -> None:
+        self.sizes[tag] = tuple(figure.get_size_inches())
+
+    def add_histogram(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_views_of_a_thousand_classes_with_sampled_depths_stay_small() -> None:
+    from lightning_difficulty.functional.prediction_depth import prediction_depth
+    from lightning_difficulty.views.report_views import MAX_FLOW_CLASSES, ViewOptions, log_split_depth_views
+
+    rng = np.random.default_rng(0)
+    n, classes, probes = 600, 1000, ["input", "a", "b"]
+    labels = rng.integers(0, classes, n)
+    final = np.where(rng.random(n) < 0.6, labels, rng.integers(0, classes, n))
+    votes = np.where(rng.random((3, n)) < 0.5, final, rng.integers(0, classes, (3, n)))
+    depth = prediction_depth(votes, final).astype(float)
+    scored = rng.random(n) < 0.5  # train_queries scored a sample: the other rows are NaN
+    table = pd.DataFrame({"label": labels, "prediction": final, "correct": final == labels, "prediction_depth": depth})
+    for p, vote in zip(probes, votes, strict=True):
+        table[f"knn:{p}"] = vote.astype(float)
+    table.loc[~scored, ["prediction_depth", *(f"knn:{p}" for p in probes)]] = np.nan
+    writer = _Figures()
+    options = ViewOptions(class_names=[f"c{i}" for i in range(classes)])
+    log_split_depth_views(writer, "train", table[scored], probes, 0, options)
+    assert set(writer.sizes) >= {"difficulty/difficulty_flow/train", "difficulty/probe_accuracy/train"}
+    assert all(max(size) <= 40 for size in writer.sizes.values())  # no figure sized by the class count
+    matrix = figures.confusion_matrix_figure(labels, final, class_names=options.class_names)
+    assert max(matrix.get_size_inches()) <= figures.MAX_MATRIX_INCHES + 1  # + 1 inch for the colour bar
+    assert not any(t.get_text().startswith("c") for t in matrix.axes[0].get_xticklabels())  # indices, not 1,000 names
+    assert classes > MAX_FLOW_CLASSES
+
+
+def test_hardest_easiest_grid_of_many_classes_shows_the_most_confused() -> None:
+    from lightning_difficulty.views.report_views import MAX_GRID_CLASSES, ViewOptions, log_split_views
+
+    rng = np.random.default_rng(1)
+    n, classes = 900, 45
+    labels = rng.integers(0, classes, n)
+    confusion = rng.random(n) + (labels >= classes - MAX_GRID_CLASSES)  # the last 20 classes are the most confused
+    rows = pd.DataFrame({"index": np.arange(n), "label": labels, "confusion": confusion})
+    grids: list[Figure] = []
+
+    class Writer(_Figures):
+        def add_figure(self, tag: str, figure: Any, step: int) -> None:
+            grids.append(figure) if "hardest_easiest" in tag else None
+
+    def fetch(split: str, indices: list[int]) -> torch.Tensor:
+        return torch.rand(len(indices), 3, 4, 4)
+
+    options = ViewOptions(class_names=[f"k{i}" for i in range(classes)], grid_per_class=1)
+    log_split_views(Writer(), "train", rows, {}, 0, options, fetch)
+    [grid] = grids
+    titles = {ax.get_ylabel() for ax in grid.axes if ax.get_ylabel()}
+    assert titles == {f"k{c} (#{c})" for c in range(classes - MAX_GRID_CLASSES, classes)}

@@ -822,6 +822,12 @@ def perspective_heatmaps_figure(perspectives: Mapping[str, npt.ArrayLike], corre
 
 
 # ----------------------------------------------------------------------------- model performance
+MAX_MATRIX_INCHES = 20.0
+"""Largest side of the confusion-matrix figure: beyond about 30 classes the cells shrink instead."""
+MAX_NAMED_CLASSES = 60
+"""Classes up to which the confusion matrix names every class on its axes (class indices beyond)."""
+
+
 @readable
 def confusion_matrix_figure(
     labels: npt.ArrayLike,
@@ -854,7 +860,7 @@ def confusion_matrix_figure(
         totals = shown.sum(axis=1, keepdims=True)
         shown = np.divide(shown, totals, out=np.zeros_like(shown), where=totals > 0)
     names = [str(c) for c in range(classes)] if class_names is None else list(class_names)
-    side = max(5.0, 0.55 * classes + 2.5)
+    side = min(max(5.0, 0.55 * classes + 2.5), MAX_MATRIX_INCHES)  # 1,000 classes: a heat map, not a table
     fig = _new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(float(shown.max()), 1.0))
@@ -864,9 +870,10 @@ def confusion_matrix_figure(
             text = f"{value:.2f}" if normalize else str(int(value))
             colour = "white" if value > threshold else "black"
             ax.text(column, row, text, ha="center", va="center", fontsize=NOTE, color=colour)
-    ticks = np.arange(classes)
-    ax.set_xticks(ticks, labels=names, rotation=45, ha="right", fontsize=TICK)
-    ax.set_yticks(ticks, labels=names, fontsize=TICK)
+    if classes <= MAX_NAMED_CLASSES:
+        ticks = np.arange(classes)
+        ax.set_xticks(ticks, labels=names, rotation=45, ha="right", fontsize=TICK)
+        ax.set_yticks(ticks, labels=names, fontsize=TICK)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"Confusion matrix (n={truth.size}{', rows normalised' if normalize else ''})")

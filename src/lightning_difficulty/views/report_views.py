@@ -19,6 +19,12 @@ ImageFetcher = Callable[[str, Sequence[int]], torch.Tensor]
 """``(split, dataset indices) -> stacked inputs``; ``None`` where the inputs are not images."""
 
 
+MAX_GRID_CLASSES = 20
+"""Rows (classes) of the hardest/easiest grid; with more classes the grid shows the most confused ones."""
+MAX_FLOW_CLASSES = 20
+"""Class nodes of the difficulty flow; with more classes the least predicted ones share an "other" node."""
+
+
 @dataclass
 class ViewOptions:
     """How the views look: class names, grid sizes, the projector's split and sample cap."""
@@ -63,7 +69,10 @@ def log_depth_views(ctx: ViewContext, *, probes: list[str]) -> None:
     for split, rows in ctx.table.groupby("split", sort=False):
         if "prediction_depth" not in rows:
             continue
-        log_split_depth_views(ctx.writer, str(split), rows, probes, ctx.step, ctx.options)
+        scored = rows[rows["prediction_depth"].notna()]  # train_queries may score a sample of the rows
+        if scored.empty:
+            continue
+        log_split_depth_views(ctx.writer, str(split), scored, probes, ctx.step, ctx.options)
         if ctx.images is not None and ctx.neighbours is not None:
             train_labels = ctx.table.loc[ctx.table["split"] == "train", "label"].to_numpy()
             found = ctx.neighbours[str(split)]
@@ -121,7 +130,7 @@ def log_split_depth_views(
     writer: Any, split: str, rows: pd.DataFrame, probes: list[str], step: int, options: ViewOptions
 ) -> None:
     """Prediction-depth histogram, accuracy vs depth, per-probe accuracy and the difficulty flow."""
-    depth = rows["prediction_depth"].to_numpy()
+    depth = rows["prediction_depth"].to_numpy().astype(np.int64)  # scored rows only: whole numbers
     num_probes = len(probes)
     writer.add_figure(
         f"difficulty/prediction_depth/{split}",
@@ -137,33 +146,59 @@ def log_split_depth_views(
         figures.accuracy_by_depth_figure(depth, correct, num_probes=num_probes),
         step,
     )
-    votes = np.stack([rows[f"knn:{p}"].to_numpy() for p in probes])
+    votes = np.stack([rows[f"knn:{p}"].to_numpy() for p in probes]).astype(np.int64)
     labels, final = rows["label"].to_numpy(), rows["prediction"].to_numpy()
     accuracies = {
         "probe vs label": (votes == labels).mean(axis=1),
         "probe vs final prediction": (votes == final).mean(axis=1),
     }
     writer.add_figure(f"difficulty/probe_accuracy/{split}", figures.probe_accuracy_figure(probes, accuracies), step)
-    fig = figures.difficulty_flow_figure(
-        votes, final, labels, depth, layer_names=probes, class_names=options.class_names
-    )
+    names = list(options.class_names)
+    if len(names) > MAX_FLOW_CLASSES:  # the flow counts grow with classes cubed: group the rare ones
+        votes, final, labels, names = _group_rare_classes(votes, final, labels, names, MAX_FLOW_CLASSES - 1)
+    fig = figures.difficulty_flow_figure(votes, final, labels, depth, layer_names=probes, class_names=names)
     writer.add_figure(f"difficulty/difficulty_flow/{split}", fig, step)
+
+
+def _group_rare_classes(
+    votes: np.ndarray, final: np.ndarray, labels: np.ndarray, names: list[str], keep: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The ``keep`` classes the model predicts most stay (renumbered); every other class becomes "other".
+    Equal classes stay equal, so a sample's settled probes still agree with its final prediction.
+
+    Example::
+
+        >>> v, f, y, n = _group_rare_classes(np.array([[5, 2]]), np.array([5, 5]), np.array([5, 1]), list("abcdef"), 1)
+        >>> v.tolist(), f.tolist(), y.tolist(), n
+        ([[0, 1]], [0, 0], [0, 1], ['f', 'other'])
+    """
+    kept = np.argsort(-np.bincount(final, minlength=len(names)), kind="stable")[:keep]
+    mapping = np.full(len(names), keep, dtype=np.int64)
+    mapping[kept] = np.arange(keep)
+    return mapping[votes], mapping[final], mapping[labels], [names[c] for c in kept] + ["other"]
 
 
 def _log_grid(
     writer: Any, split: str, rows: pd.DataFrame, step: int, options: ViewOptions, fetch: ImageFetcher
 ) -> None:
     scored = rows[rows["confusion"].notna()]
+    names = list(options.class_names)
+    labels = scored["label"]
+    if len(names) > MAX_GRID_CLASSES:  # one row per class: keep the most confused classes (ImageNet has 1,000)
+        shown = sorted(scored.groupby("label")["confusion"].mean().nlargest(MAX_GRID_CLASSES).index)
+        scored = scored[scored["label"].isin(shown)]
+        labels = scored["label"].map({c: row for row, c in enumerate(shown)})
+        names = [f"{names[c]} (#{c})" for c in shown]
     chosen = []
-    for _, group in scored.groupby("label"):
+    for _, group in scored.assign(row=labels).groupby("row"):
         ordered = group.sort_values("confusion")
         chosen += [ordered.head(options.grid_per_class), ordered.tail(options.grid_per_class)]
     picked = pd.concat(chosen).drop_duplicates("index")
     fig = hardest_easiest_grid_figure(
         fetch(split, picked["index"].tolist()),
         picked["confusion"].to_numpy(),
-        picked["label"].to_numpy(),
-        class_names=options.class_names,
+        picked["row"].to_numpy(),
+        class_names=names,
         per_class=options.grid_per_class,
         indices=picked["index"].to_numpy(),
     )
