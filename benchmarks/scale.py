@@ -261,12 +261,26 @@ def run_stage(jobs: list[StageJob]) -> list[dict[str, Any]]:
     processes = [ctx.Process(target=_child, args=(job, queue)) for job in jobs]
     for process in processes:
         process.start()
-    results = [queue.get() for _ in processes]
+    results = [_result_of(processes, queue) for _ in processes]
     for process in processes:
         process.join()
         if process.exitcode:
             raise RuntimeError(f"a probe-stage process failed with exit code {process.exitcode}")
     return sorted(results, key=lambda r: r["rank"])
+
+
+def _result_of(processes: Any, queue: Any) -> Any:
+    """The next result on ``queue``; an error instead of waiting forever when a process died (e.g. OOM-killed)."""
+    import queue as queues
+
+    group = processes if isinstance(processes, list) else [processes]
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except queues.Empty:
+            dead = [p.exitcode for p in group if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a benchmark process died with exit code {dead[0]} (negative: a signal)") from None
 
 
 def _prepare(root: Path, sizes: Sizes) -> Path:
@@ -434,7 +448,7 @@ def part_pipeline(root: Path, fit_sizes: list[int], check_sizes: list[int]) -> l
         queue = ctx.Queue()
         process = ctx.Process(target=_pipeline_child, args=(n, root, queue))
         process.start()
-        measured.append(queue.get())
+        measured.append(_result_of(process, queue))
         process.join()
         print(f"  pipeline {n:,}: {measured[-1]['fit_seconds']:.0f} s", flush=True)
     small, large = measured[0], measured[len(fit_sizes) - 1]
@@ -494,7 +508,7 @@ def main() -> None:
         "--pipeline-sizes",
         type=int,
         nargs=5,
-        default=[10_000, 20_000, 80_000, 160_000, 320_000],
+        default=[40_000, 80_000, 160_000, 320_000, 640_000],
         help="training rows of the pipeline part: two to fit the per-row costs, three to check them",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the generated data between runs")
