@@ -501,7 +501,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--flat-fractions", type=float, nargs=4, default=[1 / 16, 1 / 8, 1 / 4, 1 / 2])
     parser.add_argument("--ivf-fractions", type=float, nargs=4, default=[1 / 16, 1 / 8, 1 / 4, 1 / 2])
-    parser.add_argument("--full-index", default="auto", help="index of the full-size part ('auto': IVF there)")
+    parser.add_argument(
+        "--full-index",
+        default="auto",
+        help="index of the full-size part: 'auto' (PredictionDepth's choice), 'flat' or 'ivf'",
+    )
     parser.add_argument("--ranks-fraction", type=float, default=1 / 4)
     parser.add_argument("--ranks-index", default="flat")
     parser.add_argument(

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
+
 EXACT_SCALE = 1.28
 """Exact search time at the sizes of a probe over the time predicted from :func:`search_rate` (which times a
 small exact search); calibrated on ``benchmarks/scale.py``'s smallest size (80k references, 2026-12-01)."""
@@ -117,8 +119,6 @@ def affordable_queries(
 def probe_ram_bytes(n_reference: int, n_queries: int, dims: int, *, world: int, k: int) -> float:
     """Peak RAM of one rank during a probe's search: its index shard (with faiss's growth while rows are added,
     :data:`INDEX_OVERHEAD`) and one block of queries with their answers."""
-    from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
-
     block = min(n_queries, QUERY_BLOCK)
     return INDEX_OVERHEAD * 4.0 * dims * n_reference / world + block * (4.0 * dims + 12.0 * (k + 8))
 
