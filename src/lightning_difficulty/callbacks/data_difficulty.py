@@ -10,9 +10,8 @@ from typing_extensions import override
 
 from lightning_difficulty.callbacks._probe import check_k_fits_reference
 from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback
-from lightning_difficulty.functional.knn import neighbour_disagreement
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
-from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK, ProbeConfig
+from lightning_difficulty.pipeline.neighbours import ProbeConfig
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -83,7 +82,7 @@ class DataDifficulty(DifficultyCallback):
             return Contribution()
         reference_labels = np.asarray(arrays.splits["train"].labels)
         columns = {
-            split: {"kdn": _disagreement(answer.ids, reference_labels, np.asarray(arrays.splits[split].labels))}
+            split: {"kdn": answer.disagreement(reference_labels, np.asarray(arrays.splits[split].labels))}
             for split, answer in found.items()
         }
         info = {
@@ -97,12 +96,3 @@ class DataDifficulty(DifficultyCallback):
         }
         summary = {split: {"mean_kdn": float(c["kdn"].mean()), "k": self.probe.k} for split, c in columns.items()}
         return Contribution(columns=columns, info=info, summary=summary)
-
-
-def _disagreement(ids: np.ndarray, reference_labels: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """kDN of every query from its neighbour ids, ``QUERY_BLOCK`` queries at a time."""
-    out = np.empty(len(ids), dtype=np.float64)
-    for start in range(0, len(ids), QUERY_BLOCK):
-        block = reference_labels[np.asarray(ids[start : start + QUERY_BLOCK])]
-        out[start : start + len(block)] = neighbour_disagreement(block, labels[start : start + len(block)])
-    return out

@@ -22,7 +22,6 @@ from lightning_difficulty.callbacks.base import (
     output_dir,
 )
 from lightning_difficulty.data import BatchKeys
-from lightning_difficulty.functional.knn import knn_vote, neighbour_disagreement
 from lightning_difficulty.functional.prediction_depth import prediction_depth
 from lightning_difficulty.logits import resolve_modules
 from lightning_difficulty.pipeline.capture import (
@@ -34,7 +33,7 @@ from lightning_difficulty.pipeline.capture import (
     run_capture,
 )
 from lightning_difficulty.pipeline.cost import affordable_queries, probe_stage_seconds, search_rate
-from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK, ProbeConfig, agreement_rows, sample_rows
+from lightning_difficulty.pipeline.neighbours import ProbeConfig, agreement_rows, sample_rows
 from lightning_difficulty.views.report_views import log_depth_views
 
 if TYPE_CHECKING:
@@ -289,7 +288,7 @@ class PredictionDepth(DifficultyCallback):
             for split, answer in found.items():
                 size = len(arrays[split].labels)
                 final = _at(arrays[split].predictions, answer.rows)
-                vote, disagreement = _vote_and_disagreement(answer.ids, ref_labels, final, num_classes)
+                vote, disagreement = answer.vote_and_disagreement(ref_labels, final, num_classes)
                 probed.votes[split][probe] = vote
                 probed.columns[split][f"knn:{probe}"] = _scatter(vote, answer.rows, size)
                 probed.columns[split][f"kdn:{probe}"] = _scatter(disagreement, answer.rows, size)
@@ -326,7 +325,7 @@ class PredictionDepth(DifficultyCallback):
                 continue
             for split, answer in found.items():
                 final = np.asarray(arrays[split].predictions)[check[split]]
-                vote, _ = _vote_and_disagreement(answer.ids, ref_labels, final, num_classes)
+                vote, _ = answer.vote_and_disagreement(ref_labels, final, num_classes)
                 approx = probed.votes[split][probe][_positions(probed.rows.get(split), check[split])]
                 same_votes[probe].append(vote == approx)
                 exact_votes[split].append(vote)
@@ -433,19 +432,6 @@ def _scatter(values: np.ndarray, rows: np.ndarray | None, size: int) -> np.ndarr
     column = np.full(size, np.nan)
     column[rows] = values
     return column
-
-
-def _vote_and_disagreement(
-    ids: np.ndarray, reference_labels: np.ndarray, final: np.ndarray, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's k-NN vote and the share of its neighbours whose label differs from ``final``, in blocks."""
-    votes = np.empty(len(ids), dtype=np.int64)
-    disagreement = np.empty(len(ids), dtype=np.float64)
-    for start in range(0, len(ids), QUERY_BLOCK):
-        labels = reference_labels[np.asarray(ids[start : start + QUERY_BLOCK])]
-        votes[start : start + len(labels)] = knn_vote(labels, num_classes=num_classes)
-        disagreement[start : start + len(labels)] = neighbour_disagreement(labels, final[start : start + len(labels)])
-    return votes, disagreement
 
 
 def _column_info(probes: list[str]) -> dict[str, ColumnInfo]:

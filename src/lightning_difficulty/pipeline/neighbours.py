@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lightning_difficulty.functional.knn import build_index, knn_search, merge_neighbours
+from lightning_difficulty.functional.knn import (
+    build_index,
+    knn_search,
+    knn_vote,
+    merge_neighbours,
+    neighbour_disagreement,
+)
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -142,6 +148,32 @@ class Found:
         if self.rows is None:
             return True
         return rows is not None and bool(np.isin(rows, self.rows).all())
+
+    def vote_and_disagreement(
+        self, reference_labels: np.ndarray, classes: np.ndarray, num_classes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per searched query: the majority vote of its neighbours' labels (ties to the smallest class) and
+        :meth:`disagreement`, from one read of the neighbour labels."""
+        votes = np.empty(len(self.ids), dtype=np.int64)
+        disagreement = np.empty(len(self.ids), dtype=np.float64)
+        for rows, labels in self._label_blocks(reference_labels):
+            votes[rows] = knn_vote(labels, num_classes=num_classes)
+            disagreement[rows] = neighbour_disagreement(labels, classes[rows])
+        return votes, disagreement
+
+    def disagreement(self, reference_labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Per searched query, the share of its neighbours whose label differs from its ``classes`` entry (kDN
+        with true labels, layer-wise kDN with predictions)."""
+        out = np.empty(len(self.ids), dtype=np.float64)
+        for rows, labels in self._label_blocks(reference_labels):
+            out[rows] = neighbour_disagreement(labels, classes[rows])
+        return out
+
+    def _label_blocks(self, reference_labels: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+        """``(rows, neighbour labels)`` ``QUERY_BLOCK`` queries at a time (the ids may be a large memmap)."""
+        for start in range(0, len(self.ids), QUERY_BLOCK):
+            rows = slice(start, min(start + QUERY_BLOCK, len(self.ids)))
+            yield rows, reference_labels[np.asarray(self.ids[rows])]
 
     def padded(self, n_rows: int, k: int, directory: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, ids)`` of the first ``k`` (at most) neighbours of every split row: NaN and ``-1`` where not
