@@ -12,6 +12,7 @@ checks these formulas against ``benchmarks/scale.py`` at three sizes.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ and faiss's storage grows by reallocation (old and new buffers coexist). Calibra
 smallest size (80k rows)."""
 
 
+@functools.cache  # a property of the machine: measured once per process, not at every fit end
 def search_rate(*, n_reference: int = 32_768, n_queries: int = 2048, dims: int = 128, repeats: int = 3) -> float:
     """Distance flop/s (``2 N Q d`` per second) of exact faiss search with this process's threads, timed on a
     small search (about 0.5 s on 2 cores).
