@@ -25,10 +25,10 @@ from lightning_difficulty.functional.knn import build_index, knn_search, merge_n
 from lightning_difficulty.pipeline import neighbours
 from lightning_difficulty.pipeline.cost import (
     EXACT_SCALE,
-    INDEX_OVERHEAD,
     affordable_queries,
     ivf_lists,
     probe_disk_bytes,
+    index_bytes,
     probe_ram_bytes,
     probe_seconds,
     probe_stage_seconds,
@@ -452,6 +452,31 @@ def test_ivf_cost_is_cheaper_at_scale_and_lists_match_the_index() -> None:
         assert isinstance(index, faiss.IndexIVFFlat) and index.nlist == ivf_lists(rows)
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_reserved_storage_index_matches_a_plain_faiss_build(kind: str) -> None:
+    # build_index reserves the storage (and reuses one IVF assignment pass); a plain faiss build adds the
+    # same rows chunk by chunk: same lists, same neighbours
+    data = np.random.default_rng(3).standard_normal((3000, 8)).astype(np.float32)
+    built = build_index(data, kind=kind, use_gpu=False, nlist=12, nprobe=3, chunk_size=700)  # type: ignore[arg-type]
+    if kind == "flat":
+        plain: faiss.Index = faiss.IndexFlatL2(8)
+        assert built.codes.size() == data.nbytes
+    else:
+        plain = faiss.IndexIVFFlat(faiss.IndexFlatL2(8), 8, 12)
+        plain.quantizer.add(built.quantizer.reconstruct_n(0, 12))  # the same centroids
+        plain.is_trained, plain.nprobe = True, 3
+    for start in range(0, 3000, 700):
+        plain.add(data[start : start + 700])
+    assert built.ntotal == plain.ntotal == 3000
+    if kind == "ivf":
+        sizes = [faiss.downcast_InvertedLists(i.invlists).list_size(j) for i in (built, plain) for j in range(12)]
+        assert sizes[:12] == sizes[12:] and sum(sizes[:12]) == 3000
+    queries = np.random.default_rng(4).standard_normal((200, 8)).astype(np.float32)
+    built_answer, plain_answer = built.search(queries, 10), plain.search(queries, 10)
+    np.testing.assert_array_equal(built_answer[1], plain_answer[1])
+    np.testing.assert_allclose(built_answer[0], plain_answer[0], rtol=1e-6)
+
+
 @pytest.mark.parametrize(("kind", "world"), [("flat", 1), ("flat", 2), ("ivf", 1), ("ivf", 3)])
 def test_affordable_queries_is_the_largest_that_fits(kind: str, world: int) -> None:
     n, fixed, dims, rate = 400, 30, (8, 32), 1e7
@@ -469,10 +494,20 @@ def test_affordable_queries_is_the_largest_that_fits(kind: str, world: int) -> N
 
 
 def test_ram_and_disk_formulas(tmp_path: Path) -> None:
-    expected_ram = INDEX_OVERHEAD * 4 * 128 * 1_000_000 / 2 + 65_536 * (4 * 128 + 12 * (10 + 8))
+    # half the float32 rows per rank, a 65,536-row float32 chunk being added, a block of queries and answers
+    expected_ram = 4 * 128 * 500_000 + 4 * 128 * 65_536 + 65_536 * (4 * 128 + 12 * (10 + 8))
     assert probe_ram_bytes(1_000_000, 100_000, 128, world=2, k=10) == pytest.approx(expected_ram)
-    small_block = INDEX_OVERHEAD * 4 * 128 * 1_000_000 + 5_000 * (4 * 128 + 12 * (10 + 8))  # fewer queries than a block
-    assert probe_ram_bytes(1_000_000, 5_000, 128, world=1, k=10) == pytest.approx(small_block)
+    small = 4 * 128 * 1_000 + 4 * 128 * 1_000 + 500 * (4 * 128 + 12 * (10 + 8))  # smaller than a chunk and a block
+    assert probe_ram_bytes(1_000, 500, 128, world=1, k=10) == pytest.approx(small)
+    # IVF: vectors, an int64 id and list number per row, 4 sqrt(N) = 4000 centroids
+    ivf = 4 * 128 * 1_000_000 + 16 * 1_000_000 + 4 * 128 * 4000
+    assert index_bytes(1_000_000, 128, kind="ivf") == pytest.approx(ivf)
+    training = 4 * 128 * 40 * 4000  # k-means working memory: the float32 training sample
+    assert probe_ram_bytes(1_000_000, 5_000, 128, world=1, k=10, kind="ivf") == pytest.approx(
+        ivf + 4 * 128 * 65_536 + 5_000 * (4 * 128 + 12 * (10 + 8)) + training
+    )
+    with pytest.raises(ValueError, match="hnsw"):
+        index_bytes(10, 4, kind="hnsw")
     assert probe_disk_bytes(1000, 10, world=1) == 12 * 1000 * 10
     assert probe_disk_bytes(1000, 10, world=3) == 12 * 1000 * 10 * 4
 

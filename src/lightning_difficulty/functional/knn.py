@@ -26,6 +26,8 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = ["build_index", "knn_search", "knn_vote", "merge_neighbours", "neighbour_disagreement"]
 
 IndexKind: TypeAlias = Literal["flat", "ivf", "hnsw"]
+ADD_CHUNK = 65_536
+"""Reference rows converted to float32 and added to an index at a time (the default ``chunk_size``)."""
 _KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 _REFINE_MARGIN = 8  # extra exact-search candidates, re-sorted in float64 at near ties
 _NEAR_TIE = 1e-4  # relative gap in squared distance below which the float32 order is re-checked
@@ -45,7 +47,7 @@ def build_index(
     ef_search: int = 128,
     use_gpu: bool | Literal["auto"] = "auto",
     gpu_device: int | None = None,
-    chunk_size: int = 65536,
+    chunk_size: int = ADD_CHUNK,
     seed: int = 0,
 ) -> faiss.Index:
     """Build a faiss L2 index over the rows of ``reference``.
@@ -88,14 +90,13 @@ def build_index(
     if kind == "flat":
         index: faiss.Index = faiss.IndexFlatL2(d)
     elif kind == "ivf":
-        index = _train_ivf(data, nlist=nlist, nprobe=nprobe, seed=seed)
+        index = _train_ivf(data, nlist=nlist, nprobe=nprobe, seed=seed, chunk_size=chunk_size)
     else:
         _check_positive_int(hnsw_m, "hnsw_m")
         _check_positive_int(ef_search, "ef_search")
         index = faiss.IndexHNSWFlat(d, hnsw_m)
         index.hnsw.efSearch = ef_search
-    for start in range(0, n, chunk_size):
-        index.add(_float32_rows(data, start, start + chunk_size))
+    _add_rows(index, data, chunk_size)
     if on_gpu and gpu_device is not None:
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), gpu_device, index)
     elif on_gpu:
@@ -297,7 +298,9 @@ def neighbour_disagreement(neighbour_labels: ArrayLike, query_classes: ArrayLike
     return (labels != classes[:, None]).mean(axis=1)
 
 
-def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed: int) -> faiss.IndexIVFFlat:
+def _train_ivf(
+    data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed: int, chunk_size: int
+) -> faiss.IndexIVFFlat:
     """An empty ``IndexIVFFlat`` trained on a random sample of ``data``."""
     n, d = data.shape
     if nlist is None:
@@ -312,9 +315,41 @@ def _train_ivf(data: np.ndarray, *, nlist: int | None, nprobe: int | None, seed:
     index.cp.seed = seed
     n_train = min(n, nlist * _TRAIN_POINTS_PER_LIST)
     rows = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
-    index.train(np.ascontiguousarray(data[rows], dtype=np.float32))
+    sample = np.empty((n_train, d), dtype=np.float32)
+    for start in range(0, n_train, chunk_size):  # gathered in chunks: no whole-sample copy in the memmap's dtype
+        sample[start : start + chunk_size] = data[rows[start : start + chunk_size]]
+    index.train(sample)
     index.nprobe = min(nprobe, nlist)
     return index
+
+
+def _add_rows(index: faiss.Index, data: np.ndarray, chunk_size: int) -> None:
+    """Add every row of ``data`` to ``index`` in float32 chunks, into storage reserved up front.
+
+    faiss grows an index's storage by reallocation as rows arrive, so while a chunk is added the old and the
+    new buffer coexist and the peak steps with the capacity rounding (up to about 3x the stored vectors).
+    Reserving the flat codes, or each IVF list at its final length (from one assignment pass whose result
+    the adds then reuse), makes the peak the stored size itself.
+    """
+    n = data.shape[0]
+    if isinstance(index, faiss.IndexFlatCodes):
+        index.codes.resize(n * index.code_size)  # shrinking back keeps the capacity
+        index.codes.resize(0)
+    if not isinstance(index, faiss.IndexIVFFlat):
+        for start in range(0, n, chunk_size):
+            index.add(_float32_rows(data, start, start + chunk_size))
+        return
+    lists = np.concatenate(
+        [index.quantizer.assign(_float32_rows(data, s, s + chunk_size), 1)[:, 0] for s in range(0, n, chunk_size)]
+    )
+    inverted = faiss.downcast_InvertedLists(index.invlists)
+    for list_no, size in enumerate(np.bincount(lists, minlength=index.nlist).tolist()):
+        inverted.resize(list_no, size)
+        inverted.resize(list_no, 0)
+    for start in range(0, n, chunk_size):
+        rows = _float32_rows(data, start, start + chunk_size)
+        assigned = np.ascontiguousarray(lists[start : start + chunk_size])
+        index.add_core(len(rows), faiss.swig_ptr(rows), None, faiss.swig_ptr(assigned))
 
 
 def _search_order(index: faiss.Index, data: np.ndarray, batch_size: int) -> np.ndarray:

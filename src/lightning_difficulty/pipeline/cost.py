@@ -19,20 +19,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_difficulty.functional.knn import ADD_CHUNK
 from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
 
-EXACT_SCALE = 1.28
+EXACT_SCALE = 1.15
 """Exact search time at the sizes of a probe over the time predicted from :func:`search_rate` (which times a
-small exact search); calibrated on ``benchmarks/scale.py``'s smallest size (80k references, 2026-12-01)."""
-IVF_SCAN_EFFICIENCY = 0.095
+small exact search); calibrated on ``benchmarks/scale.py --parts model`` at 320k references x 25k queries
+(2026-12-01)."""
+IVF_SCAN_EFFICIENCY = 0.107
 """Rate of the IVF list scan as a fraction of :func:`search_rate` (the scan is memory-bound); calibrated on
-``benchmarks/scale.py``'s smallest size (80k references, 2026-12-01)."""
+``benchmarks/scale.py --parts model`` at 320k references x 25k queries, where the scan dominates
+(2026-12-01)."""
 KMEANS_ITERATIONS = 10
 """faiss's default k-means iterations when an IVF index is trained."""
-INDEX_OVERHEAD = 2.05
-"""Peak RAM of a faiss index while it is built, over the float32 vectors it stores: rows are added in chunks,
-and faiss's storage grows by reallocation (old and new buffers coexist). Calibrated on ``benchmarks/scale.py``'s
-smallest size (80k rows)."""
 
 
 @functools.cache  # a property of the machine: measured once per process, not at every fit end
@@ -83,7 +82,7 @@ def probe_seconds(
     Example::
 
         >>> round(probe_seconds(1_000_000, 100_000, 128, kind="flat", world=1, rate=1e11))
-        328
+        294
     """
     exact_scale = EXACT_SCALE if exact_scale is None else exact_scale
     scan_efficiency = IVF_SCAN_EFFICIENCY if scan_efficiency is None else scan_efficiency
@@ -118,11 +117,34 @@ def affordable_queries(
     return low
 
 
-def probe_ram_bytes(n_reference: int, n_queries: int, dims: int, *, world: int, k: int) -> float:
-    """Peak RAM of one rank during a probe's search: its index shard (with faiss's growth while rows are added,
-    :data:`INDEX_OVERHEAD`) and one block of queries with their answers."""
+def index_bytes(n_reference: float, dims: int, *, kind: str) -> float:
+    """RAM of an index over ``n_reference`` rows as :func:`~lightning_difficulty.functional.knn.build_index`
+    builds it (storage reserved up front, so this is also its peak while rows are added): ``4 d N`` float32
+    vectors; IVF adds an int64 id and an int64 list number per row and ``4 d nlist`` of centroids.
+
+    Example::
+
+        >>> index_bytes(1000, 16, kind="flat")
+        64000.0
+    """
+    vectors = 4.0 * dims * n_reference
+    if kind == "flat":
+        return vectors
+    if kind != "ivf":
+        raise ValueError(f"The cost model covers kind='flat' and 'ivf', not {kind!r}.")
+    return vectors + 16.0 * n_reference + 4.0 * dims * ivf_lists(int(n_reference))
+
+
+def probe_ram_bytes(n_reference: int, n_queries: int, dims: int, *, world: int, k: int, kind: str = "flat") -> float:
+    """Peak RAM of one rank during a probe: its index shard (:func:`index_bytes`), one float32 chunk of the rows
+    being added (:data:`ADD_CHUNK` rows), one block of queries (float32) with their answers and neighbour
+    labels, and for IVF the k-means working memory, about the float32 training sample (``40 nlist`` rows),
+    which the allocator keeps after training (measured on ``benchmarks/scale.py``)."""
+    shard = n_reference / world
     block = min(n_queries, QUERY_BLOCK)
-    return INDEX_OVERHEAD * 4.0 * dims * n_reference / world + block * (4.0 * dims + 12.0 * (k + 8))
+    chunk = 4.0 * dims * min(shard, ADD_CHUNK)
+    training = 4.0 * dims * min(shard, 40 * ivf_lists(int(shard))) if kind == "ivf" else 0.0
+    return index_bytes(shard, dims, kind=kind) + chunk + block * (4.0 * dims + 12.0 * (k + 8)) + training
 
 
 def probe_disk_bytes(n_queries: int, k: int, *, world: int, padded_rows: int = 0, kept: int = 8) -> float:
