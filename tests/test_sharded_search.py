@@ -26,9 +26,9 @@ from lightning_difficulty.pipeline import neighbours
 from lightning_difficulty.pipeline.cost import (
     EXACT_SCALE,
     affordable_queries,
+    index_bytes,
     ivf_lists,
     probe_disk_bytes,
-    index_bytes,
     probe_ram_bytes,
     probe_seconds,
     probe_stage_seconds,

@@ -86,7 +86,7 @@ def build_index(
     data = _as_matrix(reference, "reference")
     _check_positive_int(chunk_size, "chunk_size")
     on_gpu = _resolve_gpu(use_gpu, kind)
-    n, d = data.shape
+    d = data.shape[1]
     if kind == "flat":
         index: faiss.Index = faiss.IndexFlatL2(d)
     elif kind == "ivf":
