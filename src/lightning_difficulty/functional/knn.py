@@ -342,6 +342,7 @@ def _add_rows(index: faiss.Index, data: np.ndarray, chunk_size: int) -> None:
     lists = np.concatenate(
         [index.quantizer.assign(_float32_rows(data, s, s + chunk_size), 1)[:, 0] for s in range(0, n, chunk_size)]
     )
+    assert index.invlists is not None  # an IndexIVFFlat owns its (array) inverted lists
     inverted = faiss.downcast_InvertedLists(index.invlists)
     for list_no, size in enumerate(np.bincount(lists, minlength=index.nlist).tolist()):
         inverted.resize(list_no, size)
