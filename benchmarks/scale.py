@@ -16,7 +16,8 @@ Parts (each stage runs in a fresh process, so its peak memory is its own):
    processes), one thread per process, exact search: wall time, peak RAM per rank, identical tables.
 4. ``pipeline``: the other fit-end stages (capture pass, table and summary, dashboard, views) through a real
    ``Trainer`` at five sizes: two fit the cost model's per-row constants, three check them (``scale_pipeline.py``).
-5. ``confusion``: ConfusionScore over 1,281,167 samples x 1,000 classes, 2 epochs (``scale_confusion.py``).
+5. ``confusion``: ConfusionScore over up to 1,281,167 samples x 1,000 classes, 2 epochs, at four sizes: the
+   first (1/4) calibrates the per-step and epoch-end constants, three check them (``scale_confusion.py``).
 
     python benchmarks/scale.py                   # everything, about an hour on 2 cores
     python benchmarks/scale.py --parts model     # one part
@@ -473,14 +474,71 @@ def part_pipeline(root: Path, fit_sizes: list[int], check_sizes: list[int]) -> l
     return rows
 
 
-def part_confusion(fraction: float, work: Path) -> dict[str, Any]:
+def _confusion_child(n: int, work: Path, repeats: int, queue: Any) -> None:
     from scale_confusion import confusion_stage
 
-    work.mkdir(parents=True, exist_ok=True)
-    result = confusion_stage(round(FULL_TRAIN * fraction), CLASSES, epochs=2, workdir=work)
-    print("\n## ConfusionScore at 1,000 classes\n")
-    _table([result], list(result))
-    return result
+    queue.put(confusion_stage(n, CLASSES, epochs=2, repeats=repeats, workdir=work))
+
+
+def part_confusion(root: Path, fractions: list[float], repeats: int) -> list[dict[str, Any]]:
+    """ConfusionScore at 1,000 classes, 2 epochs, at four sizes (each in a fresh process). The first calibrates
+    the two per-run constants of the cost model; the other three check it:
+
+    * time added per training step = the per-batch work timed in the same process (``micro_full_path_ms``:
+      entropy, accumulator, top-k record) + a fixed per-step cost of the callback inside the loop (hook
+      dispatch, the logits capture), calibrated;
+    * epoch-end work (fold the epoch's states, merge the records) = ``b * N * epochs``, calibrated;
+    * RAM and records: bytes per sample, exact formulas (44 and 8 t per epoch).
+    """
+    ctx = mp.get_context("spawn")
+    measured = []
+    for fraction in fractions:
+        n = round(FULL_TRAIN * fraction)
+        work = root / f"confusion_{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        queue = ctx.Queue()
+        process = ctx.Process(target=_confusion_child, args=(n, work, repeats, queue))
+        process.start()
+        measured.append(_result_of(process, queue))
+        process.join()
+        print(f"  confusion {n:,}: {measured[-1]['confusion_train_s']:.1f} s training loop", flush=True)
+    first = measured[0]
+    per_step_fixed = first["added_step_ms"] - first["micro_full_path_ms"]
+    merge_per_row = first["confusion_epoch_end_s"] / (first["num_samples"] * first["epochs"])
+    rows = []
+    for position, result in enumerate(measured):
+        step = result["micro_full_path_ms"] + per_step_fixed
+        epoch_end = merge_per_row * result["num_samples"] * result["epochs"]
+        rows.append(
+            {
+                "samples": int(result["num_samples"]),
+                "role": "calibration" if position == 0 else "check",
+                "loop ratio": result["train_ratio"],
+                "per-batch work ms (log_softmax units)": (
+                    f"{result['micro_full_path_ms']:.2f} ({result['micro_full_path_in_log_softmax']:.2f})"
+                ),
+                "predicted added ms/step": step,
+                "measured added ms/step": result["added_step_ms"],
+                "step ratio": result["added_step_ms"] / step,
+                "predicted epoch-end s": epoch_end,
+                "measured epoch-end s": result["confusion_epoch_end_s"],
+                "epoch-end ratio": result["confusion_epoch_end_s"] / epoch_end,
+                "RAM B/sample (formula 44)": result["ram_bytes_per_sample"],
+                "records B/sample/epoch (formula 40)": result["records_bytes_per_sample_epoch"],
+                "peak RSS GiB": result["peak_rss_bytes"] / 2**30,
+            }
+        )
+    print(f"\n## ConfusionScore at 1,000 classes, 2 epochs, top-5 records, {repeats} repeats (measured / predicted)\n")
+    _table(rows, list(rows[0]))
+    print(
+        f"calibrated on {rows[0]['samples']:,} samples: {per_step_fixed:.3f} ms per step in the loop beyond the "
+        f"per-batch work, {merge_per_row * 1e9:.0f} ns per sample per epoch at the epoch ends\n"
+    )
+    from scale_confusion import _table as confusion_table
+
+    print(f"Full detail of the largest size ({rows[-1]['samples']:,} samples):\n")
+    print(confusion_table(measured[-1]), flush=True)
+    return rows
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -534,6 +592,14 @@ def main() -> None:
         default=[160_000, 320_000, 640_000, 960_000, FULL_TRAIN],
         help="training rows of the pipeline part: two to fit the per-row costs, three to check them",
     )
+    parser.add_argument(
+        "--confusion-fractions",
+        type=float,
+        nargs=4,
+        default=[1 / 4, 1 / 16, 1 / 2, 1.0],
+        help="ConfusionScore sizes (of 1,281,167 samples): the first calibrates, three check",
+    )
+    parser.add_argument("--confusion-repeats", type=int, default=5, help="plain/ConfusionScore fit pairs per size")
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the generated data between runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -553,7 +619,8 @@ def main() -> None:
         sizes = [max(2000, round(n * scale)) for n in args.pipeline_sizes]
         results["pipeline"] = part_pipeline(root, sizes[:2], sizes[2:])
     if "confusion" in args.parts:
-        results["confusion"] = part_confusion(scale, root / "confusion")
+        confusion = [f * scale for f in args.confusion_fractions]
+        results["confusion"] = part_confusion(root, confusion, args.confusion_repeats)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 
