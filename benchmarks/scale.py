@@ -475,8 +475,9 @@ def part_pipeline(root: Path, fit_sizes: list[int], check_sizes: list[int]) -> l
 
 
 def _confusion_child(n: int, work: Path, repeats: int, queue: Any) -> None:
-    from scale_confusion import confusion_stage
+    from scale_confusion import confusion_stage, quiet_lightning
 
+    quiet_lightning()
     queue.put(confusion_stage(n, CLASSES, epochs=2, repeats=repeats, workdir=work))
 
 

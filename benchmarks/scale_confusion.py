@@ -447,6 +447,12 @@ def _table(result: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def quiet_lightning() -> None:
+    """No "GPU available" lines and no library deprecation notes at every one of the many fits."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=IMAGENET_TRAIN)
@@ -459,8 +465,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
     parser.add_argument("--quick", action="store_true", help="50,000 samples (overrides --samples)")
     args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" lines per fit
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    quiet_lightning()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     samples = 50_000 if args.quick else args.samples

@@ -22,14 +22,14 @@ import numpy as np
 from lightning_difficulty.functional.knn import ADD_CHUNK
 from lightning_difficulty.pipeline.neighbours import QUERY_BLOCK
 
-EXACT_SCALE = 1.15
+EXACT_SCALE = 1.18
 """Exact search time at the sizes of a probe over the time predicted from :func:`search_rate` (which times a
-small exact search); calibrated on ``benchmarks/scale.py --parts model`` at 320k references x 25k queries
-(2026-12-01)."""
-IVF_SCAN_EFFICIENCY = 0.107
-"""Rate of the IVF list scan as a fraction of :func:`search_rate` (the scan is memory-bound); calibrated on
-``benchmarks/scale.py --parts model`` at 320k references x 25k queries, where the scan dominates
-(2026-12-01)."""
+small exact search); calibrated by ``benchmarks/scale.py --parts model`` at 320k references x 25k queries (1.15
+and 1.21 in two runs, 2026-12-01)."""
+IVF_SCAN_EFFICIENCY = 0.11
+"""Rate of the IVF list scan as a fraction of :func:`search_rate` (the scan is memory-bound); calibrated by
+``benchmarks/scale.py --parts model`` at 320k references x 25k queries, where the scan dominates (0.107 and 0.112
+in two runs, 2026-12-01)."""
 KMEANS_ITERATIONS = 10
 """faiss's default k-means iterations when an IVF index is trained."""
 
@@ -82,7 +82,7 @@ def probe_seconds(
     Example::
 
         >>> round(probe_seconds(1_000_000, 100_000, 128, kind="flat", world=1, rate=1e11))
-        294
+        302
     """
     exact_scale = EXACT_SCALE if exact_scale is None else exact_scale
     scan_efficiency = IVF_SCAN_EFFICIENCY if scan_efficiency is None else scan_efficiency
