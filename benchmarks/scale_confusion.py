@@ -215,7 +215,9 @@ def microbenchmark(
     ``SplitAccumulator.add`` (entropy sum, count and label buffers) and the real top-k ``EpochRecorder.add``
     (a second softmax, ``topk``, buffered appends flushed to disk every 64 Ki rows; the mean includes the flushes).
     Its parts: ``entropy`` (``softmax_entropy`` alone), ``index_add``, ``accumulator_add`` and ``record_add``;
-    ``entropy_minimal`` is a reference, not the library: ``-(exp(log_p) * log_p).sum(1)`` from one ``log_softmax``.
+    ``entropy_minimal`` is a reference, not the library: ``-(exp(log_p) * log_p).sum(1)`` from one ``log_softmax``;
+    ``entropy_fused`` another: the library's entropy formula through ``torch.compile`` (one fused kernel, what a
+    fused implementation would cost; left out when this machine cannot compile).
     """
     gen = torch.Generator().manual_seed(SEED)
     logits = torch.randn(batch_size, num_classes, generator=gen) * 3
@@ -235,6 +237,7 @@ def microbenchmark(
         "entropy_index_add": lambda: buffer.index_add_(0, index, softmax_entropy(logits).double()),
         "entropy": lambda: softmax_entropy(logits),
         "entropy_minimal": entropy_minimal,
+        **_fused_entropy_case(logits),
         "index_add": lambda: buffer.index_add_(0, index, entropy.double()),
         "accumulator_add": lambda: acc.add(index, {"confusion": entropy}, targets),
         "record_add": lambda: recorder.add(index, torch.softmax(logits, dim=1)),
@@ -258,6 +261,26 @@ def microbenchmark(
         if name != "log_softmax":
             out[f"micro_{name}_in_log_softmax"] = out[f"micro_{name}_ms"] / base
     return out
+
+
+def _entropy_formula(logits: Tensor) -> Tensor:
+    """``softmax_entropy``'s fast path (no masked or NaN rows), for ``torch.compile``."""
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    weights = shifted.exp()
+    total = weights.sum(dim=-1)
+    return total.log() - (weights * shifted).sum(dim=-1) / total
+
+
+def _fused_entropy_case(logits: Tensor) -> dict[str, Callable[[], Any]]:
+    """``{"entropy_fused": compiled entropy}`` when ``torch.compile`` works here (CPU: a C++ compiler), else ``{}``."""
+    try:
+        fused = torch.compile(_entropy_formula, dynamic=False)
+        if not torch.allclose(fused(logits), softmax_entropy(logits), atol=1e-4):
+            raise RuntimeError("the compiled entropy differs from softmax_entropy")
+    except Exception as error:  # no compiler, no backend: the reference row is left out, the run goes on
+        warnings.warn(f"entropy_fused left out: {error}", stacklevel=2)
+        return {}
+    return {"entropy_fused": lambda: fused(logits)}
 
 
 def loader_cost(data: SyntheticFeatures, batch_size: int, reps: int = 20) -> dict[str, float]:
@@ -375,6 +398,7 @@ MICRO_ROWS = (  # (key, label, has a mean) of the microbenchmark rows, brief's m
     ("accumulator_add", "  part: SplitAccumulator.add", False),
     ("record_add", "  part: top-k EpochRecorder.add (softmax, topk)", True),
     ("entropy_minimal", "reference: -(exp(log_p) * log_p).sum(1)", False),
+    ("entropy_fused", "reference: the entropy formula fused by torch.compile", False),
 )
 
 
@@ -406,6 +430,7 @@ def _table(result: dict[str, float]) -> str:
                 f"{r[f'micro_{key}_in_log_softmax']:.2f} log_softmax units",
             )
             for key, label, mean in MICRO_ROWS
+            if f"micro_{key}_ms" in r  # the fused reference is absent where torch.compile is not available
         ),
         (
             "loader per batch, batched gather / per-item (ms)",
