@@ -568,8 +568,8 @@ def main() -> None:
         type=float,
         nargs=4,
         default=[1 / 4, 1 / 16, 1 / 8, 1 / 2],
-        help="the first calibrates: a run of about a minute (the 4 s run at 1/16 gave constants 15 %% apart "
-        "between two runs)",
+        help="the first calibrates: a run of about a minute, where start-up and the machine's noise are a small "
+        "share (the 4 s run at 1/16 is not)",
     )
     parser.add_argument(
         "--ivf-fractions",
