@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
+from lightning_difficulty.functional import knn
 from lightning_difficulty.functional.knn import build_index, knn_search, merge_neighbours
 from lightning_difficulty.pipeline import neighbours
 from lightning_difficulty.pipeline.cost import (
@@ -475,6 +476,44 @@ def test_reserved_storage_index_matches_a_plain_faiss_build(kind: str) -> None:
     built_answer, plain_answer = built.search(queries, 10), plain.search(queries, 10)
     np.testing.assert_array_equal(built_answer[1], plain_answer[1])
     np.testing.assert_allclose(built_answer[0], plain_answer[0], rtol=1e-6)
+
+
+def test_index_storage_never_moves_while_rows_are_added() -> None:
+    # reserved up front, the storage is never reallocated (no old + new buffer at once); a plain chunked add
+    # reallocates as it grows, which the same probe detects
+    data = np.random.default_rng(5).standard_normal((3000, 8)).astype(np.float32)
+
+    def flat_addresses(reserve: bool) -> set[int]:
+        index, seen = faiss.IndexFlatL2(8), set()
+        add = index.add
+
+        def recording_add(rows: np.ndarray) -> None:
+            add(rows)
+            seen.add(int(index.codes.data()))
+
+        index.add = recording_add
+        if reserve:
+            knn._add_rows(index, data, 100)
+        else:
+            for start in range(0, 3000, 100):
+                index.add(data[start : start + 100])
+        return seen
+
+    assert len(flat_addresses(reserve=True)) == 1
+    assert len(flat_addresses(reserve=False)) > 1
+
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(8), 8, 4)
+    index.train(data)
+    lists, seen = faiss.downcast_InvertedLists(index.invlists), set()
+    add_core = index.add_core
+
+    def recording_add_core(*args: Any) -> None:
+        add_core(*args)
+        seen.add(tuple(int(lists.get_codes(j)) for j in range(4)))
+
+    index.add_core = recording_add_core
+    knn._add_rows(index, data, 100)
+    assert index.ntotal == 3000 and len(seen) == 1
 
 
 @pytest.mark.parametrize(("kind", "world"), [("flat", 1), ("flat", 2), ("ivf", 1), ("ivf", 3)])
