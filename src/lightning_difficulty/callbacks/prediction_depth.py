@@ -239,7 +239,7 @@ class PredictionDepth(DifficultyCallback):
             rate = search_rate()
 
             def seconds(index: str, train_rows: int) -> float:
-                kind = "flat" if index == "flat" else "ivf"  # the cost model prices HNSW as IVF
+                kind = _cost_kind(index)
                 return probe_stage_seconds(n_train, other + train_rows, dims, kind=kind, world=world, rate=rate)
 
             asked = _train_count(self.train_queries, n_train)
@@ -248,9 +248,8 @@ class PredictionDepth(DifficultyCallback):
                 index = "flat"  # exact whenever it fits the budget
             count, reason = asked, "asked"
             if self.train_queries == "auto" and seconds(index, asked) > self.probe_budget:
-                kind = "flat" if index == "flat" else "ivf"
                 fits = affordable_queries(
-                    n_train, other, dims, kind=kind, world=world, rate=rate, budget=self.probe_budget
+                    n_train, other, dims, kind=_cost_kind(index), world=world, rate=rate, budget=self.probe_budget
                 )
                 count, reason = max(fits, min(n_train, MIN_SAMPLED_QUERIES)), "budget"
             if reason == "budget" and count < n_train:
@@ -423,6 +422,11 @@ def _at(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
 def _positions(scored: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
     """Where the split rows ``rows`` sit among the scored rows."""
     return rows if scored is None else np.searchsorted(scored, rows)
+
+
+def _cost_kind(index: str) -> str:
+    """The cost model's kind for an index: ``"flat"``, or ``"ivf"`` for the approximate ones (HNSW priced as IVF)."""
+    return "flat" if index == "flat" else "ivf"
 
 
 def _scatter(values: np.ndarray, rows: np.ndarray | None, size: int) -> np.ndarray:

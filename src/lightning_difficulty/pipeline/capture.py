@@ -194,9 +194,9 @@ class FitEndArrays:
         n_train = len(self.splits["train"].labels)
         config = config.resolved(n_train)
         shared = config
-        for requested in self.input_searches.values():
-            if requested.resolved(n_train).index_key == config.index_key:
-                shared = shared.widest(requested.resolved(n_train))
+        for requested in (r.resolved(n_train) for r in self.input_searches.values()):
+            if requested.index_key == config.index_key:
+                shared = shared.widest(requested)
         searched = train_rows if shared.sampled_train else None
         found = self._found.get(config.index_key)
         if found is None or found["train"].k < shared.k or not found["train"].covers(train_rows):
