@@ -40,6 +40,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from _measure import folder_bytes, quiet_lightning
 from probes import Synthetic, _centres, _separation, layer_features, make_synthetic
 
 FULL_TRAIN, FULL_VAL, FULL_TRAIN_QUERIES = 1_281_167, 50_000, 50_000
@@ -87,10 +88,6 @@ def _rss() -> tuple[int, int]:
                 key, amount, _ = line.split()
                 values[key] = int(amount) * 1024
     return values["RssAnon:"], values["VmRSS:"]
-
-
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -223,7 +220,7 @@ def probe_stage(job: StageJob) -> dict[str, Any]:
         "peak_total": memory.peak_total,
     }
     if job.rank == 0:
-        out["disk"] = _du(search_dir)
+        out["disk"] = folder_bytes(search_dir)
         out["summary"] = contribution.summary
         if job.keep_columns:
             np.savez(
@@ -291,7 +288,8 @@ def _prepare(root: Path, sizes: Sizes) -> Path:
         start = time.perf_counter()
         write_data(folder, sizes)
         print(
-            f"  data for {sizes.label}: {time.perf_counter() - start:.0f} s, {_du(folder) / 2**30:.2f} GiB", flush=True
+            f"  data for {sizes.label}: {time.perf_counter() - start:.0f} s, {folder_bytes(folder) / 2**30:.2f} GiB",
+            flush=True,
         )
     return folder
 
@@ -437,6 +435,7 @@ def part_ranks(root: Path, fraction: float, index: str) -> dict[str, Any]:
 def _pipeline_child(n_train: int, work: Path, queue: Any) -> None:
     from scale_pipeline import pipeline_stage
 
+    quiet_lightning()
     queue.put(pipeline_stage(n_train, work))
 
 
@@ -475,7 +474,7 @@ def part_pipeline(root: Path, fit_sizes: list[int], check_sizes: list[int]) -> l
 
 
 def _confusion_child(n: int, work: Path, repeats: int, queue: Any) -> None:
-    from scale_confusion import confusion_stage, quiet_lightning
+    from scale_confusion import confusion_stage
 
     quiet_lightning()
     queue.put(confusion_stage(n, CLASSES, epochs=2, repeats=repeats, workdir=work))

@@ -18,7 +18,6 @@ per repeat in one process: plain, and with ``ConfusionScore(record="topk")``. Re
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import resource
 import shutil
@@ -34,6 +33,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _measure import folder_bytes, quiet_lightning
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
@@ -156,10 +156,6 @@ def _reset_peak_rss() -> bool:
 
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def _fit(
@@ -371,7 +367,7 @@ def confusion_stage(
     acc = callback._accumulators["train"]
     state = sum(a.nbytes for a in acc.states.values()) + acc.labels.nbytes
     epoch_buffers = acc.sums.nbytes + acc.count.nbytes + acc.epoch_labels.nbytes
-    records = _folder_bytes(record_dir)
+    records = folder_bytes(record_dir)
     out.update(
         state_bytes_per_sample=state / num_samples,
         epoch_buffer_bytes_per_sample=epoch_buffers / num_samples,
@@ -470,12 +466,6 @@ def _table(result: dict[str, float]) -> str:
     lines = ["| measure | value | note |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
-
-
-def quiet_lightning() -> None:
-    """No "GPU available" lines and no library deprecation notes at every one of the many fits."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ dashboard and views, at several sizes, from ``summary.json["fit_end_seconds"]``.
 Synthetic data of ImageNet class count (1,000 classes, 64 input features, 5 % validation rows), an MLP
 (64 -> 128 -> 128 -> 1000), one epoch, with ``ConfusionScore`` (top-k records), ``PredictionDepth`` on the two
 hidden layers (1,000 training rows scored, so the probes stay small here: they have their own part in
-``scale.py``) and ``DifficultyReport``. The cost model's per-row constants of these stages are fitted on
-the smallest size and the larger sizes are predicted from them (``scale.py`` prints the table).
+``scale.py``) and ``DifficultyReport``. ``scale.py --parts pipeline`` fits each
+stage's ``a + b * rows`` on two sizes and checks the prediction at three larger ones.
 
     python benchmarks/scale_pipeline.py --sizes 20000 80000 320000
 """
@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from _measure import folder_bytes
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -105,7 +106,7 @@ def pipeline_stage(n_train: int, workdir: Path, *, batch_size: int = 1024) -> di
         "fit_seconds": wall,
         **{stage: seconds.get(stage, 0.0) for stage in STAGES},
         "table_bytes": (out / "difficulty" / "scores.parquet").stat().st_size,
-        "dashboard_bytes": sum(f.stat().st_size for f in (out / "difficulty" / "dashboard").rglob("*") if f.is_file()),
+        "dashboard_bytes": folder_bytes(out / "difficulty" / "dashboard"),
     }
 
 
