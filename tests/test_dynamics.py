@@ -39,6 +39,7 @@ from lightning_difficulty.functional.dynamics import (
     label_probability,
     logit_margin,
     make_threshold_samples,
+    merge_data_maps,
     never_learned,
     precision_at_k,
     self_confidence_score,
@@ -162,15 +163,27 @@ def test_data_map_states_of_disjoint_shards_add_up() -> None:
         states[0] = fold_data_map(states[0], p[t], correct[t], seen[t])
         states[1] = fold_data_map(states[1], p[t], correct[t], seen[t] & shard[t])
         states[2] = fold_data_map(states[2], p[t], correct[t], seen[t] & ~shard[t])
-    for field in ("dm_epochs", "dm_confidence_sum", "dm_confidence_sq_sum", "dm_correct_sum"):
+    merged = merge_data_maps(states[1], states[2])
+    for field in ("dm_epochs", "dm_confidence_sum", "dm_correct_sum"):
         np.testing.assert_allclose(getattr(states[1], field) + getattr(states[2], field), getattr(states[0], field))
+    np.testing.assert_allclose(merged.dm_confidence_m2, states[0].dm_confidence_m2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dm_variability(merged), dm_variability(states[0]), rtol=1e-9, atol=1e-12)
 
 
 def test_constant_confidence_has_zero_variability_not_nan() -> None:
     state = DataMapState.zeros(1)
     for _ in range(7):
         state = fold_data_map(state, [0.1], [0.0], [True])
-    assert dm_variability(state)[0] == pytest.approx(0.0, abs=1e-8)
+    assert dm_variability(state)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_variability_does_not_cancel_for_a_saturated_confidence() -> None:
+    # E[p^2] - E[p]^2 loses every digit when p is close to 1 and barely moves; Welford keeps them
+    values = 1.0 - np.array([1e-9, 2e-9, 3e-9, 2e-9, 1e-9])
+    state = DataMapState.zeros(1)
+    for v in values:
+        state = fold_data_map(state, [v], [1.0], [True])
+    assert dm_variability(state)[0] == pytest.approx(np.std(values), rel=1e-6)
 
 
 def test_fold_does_not_mutate_and_validates() -> None:

@@ -7,8 +7,9 @@ Three layers, all pure:
    are upcast to float32; float32/float64 stay as they are. No device synchronisation (safe in a training step).
 2. **Epoch folds** (numpy, O(N) state): once per epoch, a state and the epoch's per-sample values ``(N,)``
    (the mean over the sample's presentations in that epoch) with a ``seen`` mask ``(N,)`` give a new state.
-   Samples not seen in an epoch keep their state (their values, NaN or not, are ignored). The data-map and
-   AUM states hold sums and counts only, so states folded on disjoint samples (e.g. per DDP rank) add up.
+   Samples not seen in an epoch keep their state (their values, NaN or not, are ignored). The AUM state holds
+   sums and counts only, so states folded on disjoint epochs add up; the data map keeps its variance as Welford's
+   sum of squared deviations, and :func:`merge_data_maps` combines two states exactly (Chan et al.'s update).
    Field names are unique across the states, so one dict of named arrays can hold all of them:
    ``states.update(fold_aum(AumState.from_states(states), margin, seen).as_states())``.
    :class:`DataMapState` / :func:`fold_data_map` -> :func:`dm_confidence`, :func:`dm_variability`,
@@ -57,6 +58,7 @@ __all__ = [
     "label_probability",
     "logit_margin",
     "make_threshold_samples",
+    "merge_data_maps",
     "never_learned",
     "precision_at_k",
     "self_confidence_score",
@@ -183,13 +185,14 @@ class DataMapState(_FoldState):
     Attributes:
         dm_epochs: ``(N,)`` int64, epochs in which the sample was seen.
         dm_confidence_sum: ``(N,)`` float64, sum over those epochs of the epoch's mean ``p(label)``.
-        dm_confidence_sq_sum: ``(N,)`` float64, sum of its squares.
+        dm_confidence_m2: ``(N,)`` float64, sum of squared deviations of those values from their running mean
+            (Welford's update: the variance never cancels catastrophically, as ``E[p^2] - E[p]^2`` does).
         dm_correct_sum: ``(N,)`` float64, sum of the epoch's share of correct presentations.
     """
 
     dm_epochs: NDArray[np.int64]
     dm_confidence_sum: NDArray[np.float64]
-    dm_confidence_sq_sum: NDArray[np.float64]
+    dm_confidence_m2: NDArray[np.float64]
     dm_correct_sum: NDArray[np.float64]
 
     @classmethod
@@ -218,11 +221,32 @@ def fold_data_map(state: DataMapState, confidence: ArrayLike, correct: ArrayLike
     mask = _seen_mask(seen, n)
     p = _epoch_values(confidence, mask, n, "confidence")
     c = _epoch_values(correct, mask, n, "correct")
+    epochs, total = state.dm_epochs + mask, state.dm_confidence_sum + p
+    old_mean = _mean(state.dm_confidence_sum, state.dm_epochs)
+    new_mean = _mean(total, epochs)
+    # Welford: M2 += (p - old mean) * (p - new mean); zero for a sample's first epoch and for unseen samples
+    step = np.where(mask & (state.dm_epochs > 0), (p - np.nan_to_num(old_mean)) * (p - np.nan_to_num(new_mean)), 0.0)
+    return DataMapState(epochs, total, state.dm_confidence_m2 + step, state.dm_correct_sum + c)
+
+
+def merge_data_maps(a: DataMapState, b: DataMapState) -> DataMapState:
+    """The state of the epochs of ``a`` and ``b`` together (Chan et al.'s pairwise update of the variance).
+
+    Example::
+
+        >>> one = fold_data_map(DataMapState.zeros(1), [0.2], [0.0], [True])
+        >>> two = fold_data_map(DataMapState.zeros(1), [0.6], [1.0], [True])
+        >>> dm_variability(merge_data_maps(one, two)).round(6).tolist()
+        [0.2]
+    """
+    epochs = a.dm_epochs + b.dm_epochs
+    delta = np.nan_to_num(_mean(b.dm_confidence_sum, b.dm_epochs) - _mean(a.dm_confidence_sum, a.dm_epochs))
+    between = np.divide(delta * delta * a.dm_epochs * b.dm_epochs, epochs, out=np.zeros(delta.shape), where=epochs > 0)
     return DataMapState(
-        state.dm_epochs + mask,
-        state.dm_confidence_sum + p,
-        state.dm_confidence_sq_sum + p * p,
-        state.dm_correct_sum + c,
+        epochs,
+        a.dm_confidence_sum + b.dm_confidence_sum,
+        a.dm_confidence_m2 + b.dm_confidence_m2 + between,
+        a.dm_correct_sum + b.dm_correct_sum,
     )
 
 
@@ -251,9 +275,7 @@ def dm_variability(state: DataMapState) -> NDArray[np.float64]:
         >>> dm_variability(fold_data_map(s, [0.6], [1.0], [True])).round(6).tolist()
         [0.2]
     """
-    mean = _mean(state.dm_confidence_sum, state.dm_epochs)
-    square_mean = _mean(state.dm_confidence_sq_sum, state.dm_epochs)
-    return np.sqrt(np.maximum(square_mean - mean * mean, 0.0))
+    return np.sqrt(np.maximum(_mean(state.dm_confidence_m2, state.dm_epochs), 0.0))
 
 
 def dm_correctness(state: DataMapState) -> NDArray[np.float64]:
