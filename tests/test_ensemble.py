@@ -91,7 +91,8 @@ def test_combine_runs_equals_direct_computation(tmp_path: Path) -> None:
     assert summary["version"] == 2 and summary["M"] == M and list(summary["splits"]) == ["train"]
     assert summary["runs"] == [str(r.resolve()) for r in runs]
     assert summary["splits"]["train"]["epochs"] == EPOCHS and summary["splits"]["train"]["num_scored"] == N - 1
-    assert sorted(p.name for p in (tmp_path / "ensemble").iterdir()) == ["scores.parquet", "summary.json"]
+    written = sorted(p.name for p in (tmp_path / "ensemble").iterdir())
+    assert written == [".lightning-difficulty-output.json", "scores.parquet", "summary.json"]  # with its marker
 
 
 def test_combine_default_takes_every_shared_split(tmp_path: Path) -> None:
@@ -115,6 +116,12 @@ def test_combine_default_takes_every_shared_split(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(only_val, val.reset_index(drop=True))
     with pytest.raises(FileNotFoundError, match="no records of split 'val_1'"):
         combine_runs(runs, tmp_path / "x", split="val_1")
+    with pytest.raises(FileNotFoundError, match="no_records does not exist"):
+        combine_runs([runs[0], tmp_path / "no_records"], tmp_path / "y")
+    (tmp_path / "no_records").mkdir()
+    with pytest.raises(FileNotFoundError, match="no_records holds no per-epoch records"):
+        combine_runs([runs[0], tmp_path / "no_records"], tmp_path / "y")
+    write_epoch_record(tmp_path / "no_records", np.eye(C), split="val_2", epoch=0)
     with pytest.raises(ValueError, match="share at least one split"):
         combine_runs([runs[0], tmp_path / "no_records"], tmp_path / "y")
 

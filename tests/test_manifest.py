@@ -144,3 +144,50 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
         HardSubsetManifest.from_scores([5.0, 3.0], split="val", top_k=1).to_json(target)
     assert target.read_text() == before  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.json"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not JSON"),  # nested past Python's recursion limit
+        (json.dumps({"format": "lightning-difficulty/hard-subset", "version": 1}), "missing field 'split'"),
+        (
+            json.dumps(
+                {"format": "lightning-difficulty/hard-subset", "version": 1, "split": "val", "indices": 5}
+                | {"score": "confusion", "threshold": 1.0, "dataset_size": 3}
+            ),
+            "not a valid",
+        ),
+    ],
+)
+def test_a_damaged_manifest_is_refused_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "hard.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        HardSubsetManifest.from_json(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert "write it again" in str(err.value)  # the fix
+
+
+def test_a_damaged_groups_manifest_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps({"format": "lightning-difficulty/groups", "version": 1, "split": "val"}))
+    with pytest.raises(ValueError, match=f"{path}.*missing field 'score'"):
+        GroupsManifest.from_json(path)
+
+
+def test_hard_subset_on_one_hot_labels_says_to_pass_labels() -> None:
+    labels = [0, 1, 0]
+    manifest = HardSubsetManifest.from_scores([0.1, 2.0, 0.3], split="val", top_k=1, labels=labels)
+    one_hot = torch.eye(2)[labels]
+    dataset = torch.utils.data.TensorDataset(torch.zeros(3, 2), one_hot)
+    with pytest.raises(ValueError) as err:
+        HardSubset(dataset, manifest)
+    message = str(err.value)
+    assert "this dataset's labels have shape (3, 2)" in message and "one-hot" in message
+    assert "Pass `labels=`" in message and "argmax(1)" in message
+    with pytest.raises(ValueError, match=r"the `labels` passed have shape \(3, 2\)"):
+        HardSubset(dataset, manifest, labels=one_hot)
+    # the fix the message gives is accepted
+    assert HardSubset(dataset, manifest, labels=one_hot.argmax(1)).indices == (1,)

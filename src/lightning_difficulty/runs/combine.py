@@ -42,12 +42,14 @@ from lightning_difficulty.functional.confusion import entropy
 from lightning_difficulty.functional.topk import seen_rows
 from lightning_difficulty.storage.atomic import atomic_path, write_json
 from lightning_difficulty.storage.manifest import label_fingerprint as _label_fingerprint
+from lightning_difficulty.storage.outputs import OutputFolder
 from lightning_difficulty.storage.records import RunRecords, available_splits, read_records
 
 __all__ = ["combine_runs", "ensemble_confusion"]
 
 SUMMARY_FORMAT = "lightning-difficulty/ensemble"
 _CHUNK_ELEMENTS = 1 << 21  # float64 values held per chunk of rows (16 MiB)
+_OUTPUTS = ("scores.parquet", "summary.json")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,7 +230,8 @@ def combine_runs(
 
     Args:
         run_dirs: the runs' directories (distinct).
-        out_dir: output directory (created).
+        out_dir: output directory: new, empty, or an earlier ``combine`` output (replaced); a folder holding a
+            run or other files is refused (``FileExistsError``) before any work.
         split: split to combine; default: every split that all runs recorded, one after the other
             in the table.
         chunk_rows: rows per chunk; default about 2M float64 values per chunk.
@@ -255,21 +258,22 @@ def combine_runs(
         raise ValueError(f"Expected distinct runs in `run_dirs`, but got duplicates: {[str(d) for d in run_dirs]}.")
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"Expected argument `chunk_rows` to be a positive integer, but got {chunk_rows!r}.")
+    per_run = _recorded_splits(resolved)
+    output = OutputFolder.claim(out_dir, command="combine")  # refused before any work: never a run's folder
     if split is None:
-        per_run = {str(d): available_splits(d) for d in resolved}
         splits = sorted(set.intersection(*(set(found) for found in per_run.values())))
         if not splits:
             raise ValueError(
                 f"Expected the runs to share at least one split of records (records/<split>/manifest.json), but"
-                f" they share none: {per_run}. Were they made with ConfusionScore(record='none')?"
+                f" they share none: {per_run}. Combine runs made on the same splits, or pass --split."
             )
     else:
         splits = [split]
     tables, entries = zip(*(_combine_split(resolved, name, chunk_rows) for name in splits), strict=True)
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output.path
+    output.prepare(_OUTPUTS)
     with atomic_path(out / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     summary = {
@@ -281,7 +285,27 @@ def combine_runs(
         "convention": "s_t(x) only for epochs in which all M runs saw x; s(x) = mean over those epochs",
     }
     write_json(out / "summary.json", summary)
+    output.commit(_OUTPUTS)
     return table
+
+
+def _recorded_splits(resolved: Sequence[Path]) -> dict[str, list[str]]:
+    """Each run's recorded splits; a missing folder or one without records is refused, naming it."""
+    per_run = {}
+    for run in resolved:
+        if not run.is_dir():
+            raise FileNotFoundError(
+                f"Run folder {run} does not exist. Pass each run's difficulty folder (the one holding records/ and"
+                " scores.parquet), e.g. runs/demo/difficulty."
+            )
+        per_run[str(run)] = available_splits(run)
+        if not per_run[str(run)]:
+            raise FileNotFoundError(
+                f"Run folder {run} holds no per-epoch records (records/<split>/manifest.json). Pass the run's"
+                " difficulty folder (the one holding records/); a run made with ConfusionScore(record='none') has"
+                " none and cannot be combined."
+            )
+    return per_run
 
 
 def _combine_split(resolved: Sequence[Path], split: str, chunk_rows: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +173,12 @@ def _run_profile(rows: pd.DataFrame, run: str | Path) -> dict[str, Any]:
 
 
 def evaluate_predictions(
-    run_dir: str | Path, predictions: np.ndarray, *, split: str = "val", num_bands: int = 10
+    run_dir: str | Path,
+    predictions: np.ndarray,
+    *,
+    split: str = "val",
+    num_bands: int = 10,
+    source: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Any model's error per confusion band and on the hard subset of a reference run (Albiero Fig. 4).
 
@@ -186,6 +192,7 @@ def evaluate_predictions(
             (:func:`reference_class_count`).
         split: the split the predictions belong to.
         num_bands: equal-width confusion bands.
+        source: where ``predictions`` came from (e.g. the ``.npy`` file), named in error messages.
 
     Returns:
         One row per band plus ``"hard subset"`` and ``"all"`` rows: ``band``, ``confusion_low`` and
@@ -193,8 +200,8 @@ def evaluate_predictions(
         ``error_rate`` (NaN for an empty band).
 
     Raises:
-        ValueError: ``predictions`` has the wrong shape, non-integer classes, classes outside ``[0, C)``
-            or logits of another width than ``C``.
+        ValueError: ``predictions`` has the wrong shape, non-integer classes, classes outside ``[0, C)``,
+            logits of another width than ``C`` or rows of logits that are not all finite (a diverged model).
 
     Example::
 
@@ -202,8 +209,9 @@ def evaluate_predictions(
     """
     table = read_scores(run_dir)
     rows = _split_rows(table, split, run_dir).sort_values("index")
-    num_classes, source = reference_class_count(run_dir, table)
-    pred = _predicted_classes(predictions, len(rows), split, num_classes, source)
+    num_classes, reference = reference_class_count(run_dir, table)
+    where = "argument `predictions`" if source is None else f"`predictions` ({source})"
+    pred = _predicted_classes(predictions, len(rows), split, num_classes, reference, where)
     correct = pred == rows["label"].to_numpy()
     scores = rows["confusion"].to_numpy(float)
     scored = np.isfinite(scores)
@@ -264,12 +272,17 @@ def reference_class_count(run_dir: str | Path, table: pd.DataFrame) -> tuple[int
     return largest + 1, f"the largest {' or '.join(columns)} in its scores.parquet, plus one (no columns.json)"
 
 
-def _predicted_classes(predictions: Any, n: int, split: str, num_classes: int, source: str) -> np.ndarray:
-    """``(n,)`` int64 classes in ``[0, num_classes)`` from classes ``(n,)`` or logits ``(n, num_classes)``."""
+def _predicted_classes(
+    predictions: Any, n: int, split: str, num_classes: int, source: str, where: str = "argument `predictions`"
+) -> np.ndarray:
+    """``(n,)`` int64 classes in ``[0, num_classes)`` from classes ``(n,)`` or logits ``(n, num_classes)``.
+
+    ``source`` says where ``num_classes`` came from; ``where`` names the predictions in messages.
+    """
     pred = np.asarray(predictions)
     if pred.ndim not in (1, 2) or pred.shape[0] != n:
         raise ValueError(
-            f"Expected `predictions` for the {n} samples of split {split!r} (row i = dataset index i), "
+            f"Expected {where} for the {n} samples of split {split!r} (row i = dataset index i), "
             f"but got shape {pred.shape}."
         )
     fix = (
@@ -279,23 +292,33 @@ def _predicted_classes(predictions: Any, n: int, split: str, num_classes: int, s
     if pred.ndim == 2:
         if pred.shape[1] != num_classes:
             raise ValueError(
-                f"Expected argument `predictions` as logits to have one column per class of the reference run "
+                f"Expected {where} as logits to have one column per class of the reference run "
                 f"({num_classes}; {source}), but got {pred.shape[1]} columns. {fix}"
+            )
+        if pred.dtype.kind not in "iubf":
+            raise ValueError(f"Expected {where} as logits to hold numbers, but got dtype {pred.dtype}.")
+        broken = ~np.isfinite(pred).all(axis=1)
+        if broken.any():
+            raise ValueError(
+                f"Expected {where} as logits to be finite, but {int(broken.sum())} of {n} rows hold NaN or infinite "
+                f"values (the first is row {int(np.argmax(broken))}): the model diverged or its export failed, and "
+                "argmax would score those rows as class 0. Export the logits of a model that trained without "
+                "diverging."
             )
         return pred.argmax(axis=1).astype(np.int64)
     if pred.dtype.kind == "f" and not np.all(np.isfinite(pred) & (pred == np.round(pred))):
         bad = pred[~(np.isfinite(pred) & (pred == np.round(pred)))][0]
         raise ValueError(
-            f"Expected argument `predictions` (N,) to hold class indices, but got the non-integer value {bad}. "
+            f"Expected {where} (N,) to hold class indices, but got the non-integer value {bad}. "
             f"Probabilities or scores must be passed as ({n}, {num_classes}) logits or probabilities."
         )
     if pred.dtype.kind not in "iubf":
-        raise ValueError(f"Expected argument `predictions` to hold class indices, but got dtype {pred.dtype}.")
+        raise ValueError(f"Expected {where} to hold class indices, but got dtype {pred.dtype}.")
     classes = pred.astype(np.int64)
     outside = (classes < 0) | (classes >= num_classes)
     if outside.any():
         raise ValueError(
-            f"Expected argument `predictions` to hold classes in [0, {num_classes - 1}] (the reference run has "
+            f"Expected {where} to hold classes in [0, {num_classes - 1}] (the reference run has "
             f"{num_classes} classes; {source}), but got {int(outside.sum())} of {n} outside it (values from "
             f"{int(classes.min())} to {int(classes.max())}). {fix}"
         )

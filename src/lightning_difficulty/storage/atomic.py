@@ -1,10 +1,15 @@
-"""Atomic file writes: a crash never leaves a half-written output behind."""
+"""Atomic file writes: a crash never leaves a half-written output behind.
+
+Files are created with mode ``0o666`` minus the process umask (``0644`` under the usual ``022``), like
+the files Lightning and ``open()`` create, so a TensorBoard service or a teammate can read them.
+``tempfile.mkstemp`` is not used: it always creates ``0600`` files.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,15 +33,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_file_beside(target)
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _new_file_beside(target: Path) -> Path:
+    """Create a new, empty, uniquely named hidden file beside ``target`` whose mode respects the umask."""
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"Could not create a temporary file beside {target}: 100 random names were all taken.")
 
 
 def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> Path:

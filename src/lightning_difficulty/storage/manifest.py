@@ -13,7 +13,8 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,14 @@ def label_fingerprint(labels: ArrayLike) -> str:
 
 
 def _read_json(path: str | os.PathLike[str], expected_format: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        payload = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested past Python's limit
+        raise ValueError(
+            f"{path} is not a readable {expected_format!r} manifest (not JSON: {err}). The file is damaged or is"
+            " another file: write it again (e.g. rerun the report) or remove it."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"Expected {path} to hold format {expected_format!r}, but got {found!r}.")
@@ -77,6 +84,19 @@ def _read_json(path: str | os.PathLike[str], expected_format: str) -> dict[str, 
             " Upgrade lightning-difficulty to read it."
         )
     return payload
+
+
+@contextmanager
+def _fields_of(path: str | os.PathLike[str], expected_format: str) -> Iterator[None]:
+    """Turn a missing or mistyped field of the manifest at ``path`` into a ValueError that names the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as err:
+        detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(
+            f"{path} is not a valid {expected_format!r} manifest ({detail}). The file is damaged or was edited by"
+            " hand: write it again (e.g. rerun the report) or remove it."
+        ) from None
 
 
 def _check_size(dataset_size: int) -> None:
@@ -187,17 +207,18 @@ class HardSubsetManifest:
     def from_json(cls, path: str | os.PathLike[str]) -> HardSubsetManifest:
         """Read a manifest written by :meth:`to_json`, checking its format and version."""
         payload = _read_json(path, _HARD_FORMAT)
-        return cls(
-            split=payload["split"],
-            indices=tuple(payload["indices"]),
-            score=payload["score"],
-            threshold=float(payload["threshold"]),
-            dataset_size=payload["dataset_size"],
-            fraction=payload.get("fraction"),
-            top_k=payload.get("top_k"),
-            label_fingerprint=payload.get("label_fingerprint"),
-            metadata=payload.get("metadata", {}),
-        )
+        with _fields_of(path, _HARD_FORMAT):
+            return cls(
+                split=payload["split"],
+                indices=tuple(payload["indices"]),
+                score=payload["score"],
+                threshold=float(payload["threshold"]),
+                dataset_size=payload["dataset_size"],
+                fraction=payload.get("fraction"),
+                top_k=payload.get("top_k"),
+                label_fingerprint=payload.get("label_fingerprint"),
+                metadata=payload.get("metadata", {}),
+            )
 
 
 def _dataset_labels(dataset: Any) -> Any | None:
@@ -295,13 +316,15 @@ class HardSubset(Dataset):
                 " split, unfiltered, as when the scores were computed."
             )
         if manifest.label_fingerprint is not None:
-            self._check_labels(manifest, labels if labels is not None else _readable_labels(dataset))
+            self._check_labels(
+                manifest, labels if labels is not None else _readable_labels(dataset), labels is not None
+            )
         self.dataset = dataset
         self.manifest = manifest
         self.indices = manifest.indices
 
     @staticmethod
-    def _check_labels(manifest: HardSubsetManifest, found: Any | None) -> None:
+    def _check_labels(manifest: HardSubsetManifest, found: Any | None, passed: bool = False) -> None:
         if found is None:
             warnings.warn(
                 f"HardSubset: the hard-subset manifest of split {manifest.split!r} holds a label fingerprint, but"
@@ -312,7 +335,15 @@ class HardSubset(Dataset):
                 stacklevel=3,
             )
             return
-        actual = label_fingerprint(np.asarray(found))
+        found = np.asarray(found)
+        if found.ndim != 1:
+            source = "the `labels` passed" if passed else "this dataset's labels"
+            raise ValueError(
+                f"HardSubset: {source} have shape {found.shape}, one row per sample (one-hot or soft labels?), but the"
+                f" hard-subset manifest of split {manifest.split!r} was fingerprinted from integer class labels, one"
+                " per sample. Pass `labels=` with the class indices in index order, e.g. `labels=one_hot.argmax(1)`."
+            )
+        actual = label_fingerprint(found)
         if actual != manifest.label_fingerprint:
             raise ValueError(
                 f"The labels of this dataset (fingerprint {actual}) differ from those the"
@@ -456,13 +487,14 @@ class GroupsManifest:
     def from_json(cls, path: str | os.PathLike[str]) -> GroupsManifest:
         """Read a manifest written by :meth:`to_json`, checking its format and version."""
         payload = _read_json(path, _GROUPS_FORMAT)
-        return cls(
-            split=payload["split"],
-            score=payload["score"],
-            method=payload["method"],
-            edges=tuple(payload["edges"]),
-            sizes=tuple(payload["sizes"]),
-            dataset_size=payload["dataset_size"],
-            label_fingerprint=payload.get("label_fingerprint"),
-            metadata=payload.get("metadata", {}),
-        )
+        with _fields_of(path, _GROUPS_FORMAT):
+            return cls(
+                split=payload["split"],
+                score=payload["score"],
+                method=payload["method"],
+                edges=tuple(payload["edges"]),
+                sizes=tuple(payload["sizes"]),
+                dataset_size=payload["dataset_size"],
+                label_fingerprint=payload.get("label_fingerprint"),
+                metadata=payload.get("metadata", {}),
+            )

@@ -123,22 +123,32 @@ class RecordManifest:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> RecordManifest:
-        """Read and validate a records manifest."""
-        with open(path, encoding="utf-8") as handle:
-            payload = json.load(handle)
+        """Read and validate a records manifest; a damaged one is refused with a message naming the file."""
+        fix = "rerun the run that wrote it, or leave this run out"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                payload = json.load(handle)
+        except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested past Python's limit
+            raise ValueError(
+                f"{path} is not a readable records manifest (not JSON: {err}). It is damaged: {fix}."
+            ) from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"Expected {path} to be a {FORMAT!r} manifest, but it is not.")
+            raise ValueError(f"Expected {path} to be a {FORMAT!r} manifest, but it is not. It is damaged: {fix}.")
         if payload.get("version") != VERSION:
             raise ValueError(f"Expected {path} to hold version {VERSION}, but got {payload.get('version')!r}.")
-        return cls(
-            split=payload["split"],
-            num_samples=payload["num_samples"],
-            num_classes=payload["num_classes"],
-            kind=payload["kind"],
-            topk=payload.get("topk"),
-            label_fingerprint=payload.get("label_fingerprint"),
-            epochs=tuple(payload["epochs"]),
-        )
+        try:
+            return cls(
+                split=payload["split"],
+                num_samples=payload["num_samples"],
+                num_classes=payload["num_classes"],
+                kind=payload["kind"],
+                topk=payload.get("topk"),
+                label_fingerprint=payload.get("label_fingerprint"),
+                epochs=tuple(payload["epochs"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(f"{path} is not a valid records manifest ({detail}). It is damaged: {fix}.") from None
 
 
 def records_dir(run_dir: str | os.PathLike[str], split: str) -> Path:
@@ -455,7 +465,13 @@ class RunRecords:
         for name, path in epoch_files(folder, epoch, self.manifest.kind).items():
             if not path.exists():
                 raise FileNotFoundError(f"Run {self.run_dir}: the manifest lists epoch {epoch}, but {path} is missing.")
-            arr = np.load(path, mmap_mode="r")
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as err:
+                raise ValueError(
+                    f"Could not read {path} ({err}): the record of epoch {epoch} is truncated or damaged (an"
+                    " interrupted copy or write?). Rerun that run, or leave it out."
+                ) from None
             if arr.shape != (n, width):
                 raise ValueError(f"Expected {path} to have shape {(n, width)}, but got {arr.shape}.")
             arrays[name] = arr

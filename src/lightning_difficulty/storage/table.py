@@ -80,4 +80,10 @@ def read_scores(run_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"No scores table at {path}. Pass the run's difficulty directory (with scores.parquet)."
         )
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as err:  # truncated, damaged, or not a parquet file
+        raise ValueError(
+            f"Could not read {path} as a scores table ({type(err).__name__}: {err}). The file is truncated or damaged"
+            " (a copy or a write that did not finish?): write it again (rerun the run's report or command)."
+        ) from None
