@@ -98,7 +98,7 @@ def test_step_validation(kwargs: dict, message: str) -> None:
 
 
 def test_step_rejects_bad_groups() -> None:
-    with pytest.raises(ValueError, match=r"`groups` to lie in \[0, 2\), but got values in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"\[0, num_groups=2\), but got ids in \[0, 2\] \(largest id seen: 2\)"):
         groupdro_step(torch.ones(2), torch.tensor([0, 2]), torch.full((2,), 0.5), num_groups=2)
     with pytest.raises(ValueError, match="integer group ids"):
         groupdro_step(torch.ones(2), torch.tensor([0.0, 1.0]), torch.full((2,), 0.5), num_groups=2)
@@ -313,3 +313,54 @@ def test_trace_numbers_are_the_formula() -> None:
         q = [r / sum(raw) for r in raw]
         assert q == pytest.approx(q_exp, abs=1e-6)
         assert sum(qg * a for qg, a in zip(q, adjusted, strict=True)) == pytest.approx(loss_exp, abs=1e-6)
+
+
+def _fit_briefly(module: GroupDROModule, train_size: int, val_size: int | None = None) -> None:
+    x, y = _toy_data(train_size, seed=3)
+    val = None
+    if val_size is not None:
+        xv, yv = _toy_data(val_size, seed=4)
+        val = DataLoader(IndexedDataset(TensorDataset(xv, yv)), batch_size=16)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=16), val)
+
+
+@pytest.mark.parametrize("length", [60, 30])
+def test_module_refuses_groups_of_another_length_before_the_first_step(length: int) -> None:
+    # Issue 19: 60 group ids for 48 samples were accepted; 30 gave a bare IndexError at the first batch.
+    module = GroupDROModule(nn.Linear(5, 3), np.arange(length) % 2)
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.raises(
+        ValueError, match=rf"`train_groups` to hold one group id per training sample \(48,.*got {length}"
+    ):
+        _fit_briefly(module, 48)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))  # no step was taken
+
+
+def test_module_refuses_val_groups_of_another_length() -> None:
+    module = GroupDROModule(nn.Linear(5, 3), np.arange(48) % 2, val_groups=np.zeros(20, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"`val_groups` to hold one group id per validation sample \(24,.*got 20"):
+        _fit_briefly(module, 48, val_size=24)
+
+
+def test_module_checks_batch_indices_against_the_groups() -> None:
+    # A dataset without a length cannot be checked up front: the first batch is.
+    module = GroupDROModule(nn.Linear(5, 3), [0, 1, 0])
+    batch = (torch.zeros(2, 5), torch.zeros(2, dtype=torch.long), torch.tensor([1, 7]))
+    with pytest.raises(ValueError, match=r"indices in \[1, 7\], but argument `train_groups` holds 3 group ids"):
+        module.training_step(batch, 0)
+
+
+def test_loss_refuses_group_ids_beyond_num_groups() -> None:
+    # Issue 19: too few groups gave a bare IndexError from index_add.
+    crit = GroupDROLoss(2)
+    with pytest.raises(ValueError, match=r"num_groups=2\), but got ids in \[0, 3\] \(largest id seen: 3\)"):
+        crit(torch.ones(3), torch.tensor([0, 1, 3]))
+    assert crit.q.tolist() == [0.5, 0.5]  # refused before the update

@@ -19,10 +19,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import IterableDataset, WeightedRandomSampler
 from typing_extensions import override
 
-from lightning_difficulty.functional.groupdro import group_sums, groupdro_adjustment, groupdro_update
+from lightning_difficulty.functional.groupdro import (
+    check_group_range,
+    group_sums,
+    groupdro_adjustment,
+    groupdro_update,
+)
+from lightning_difficulty.pipeline.splits import validation_loaders
 
 __all__ = ["GroupDROLoss", "GroupDROModule", "group_balanced_sampler"]
 
@@ -37,6 +43,33 @@ def _as_group_ids(groups: ArrayLike, name: str) -> np.ndarray:
     if arr.min() < 0:
         raise ValueError(f"Expected argument `{name}` to be non-negative, but got {int(arr.min())}.")
     return arr.astype(np.int64)
+
+
+def _dataset_length(loader: Any) -> int | None:
+    """Length of a dataloader's dataset, or ``None`` when it has none (an iterable dataset)."""
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        return None
+    return len(dataset)
+
+
+def _check_covers(groups: Tensor, name: str, size: int | None, split: str) -> None:
+    """Refuse a group array whose length is not the dataset's (one group id per dataset index)."""
+    if size is not None and size != len(groups):
+        raise ValueError(
+            f"Expected argument `{name}` to hold one group id per {split} sample ({size}, the length of its"
+            f" dataset), but got {len(groups)}. Pass the groups of this very dataset, indexed by dataset index"
+            " (e.g. `groups_from_run(run_dir, dataset)`)."
+        )
+
+
+def _check_index(index: Tensor, groups: Tensor, name: str) -> None:
+    """Refuse a batch whose dataset indices fall outside the group array."""
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(groups)):
+        raise ValueError(
+            f"Got dataset indices in [{int(index.min())}, {int(index.max())}], but argument `{name}` holds"
+            f" {len(groups)} group ids (indices 0..{len(groups) - 1}). Pass one group id per sample of the dataset."
+        )
 
 
 def _distributed_world() -> int:
@@ -108,6 +141,7 @@ class GroupDROLoss(nn.Module):
         self.register_buffer("adjustment_term", term.float(), persistent=False)
         self.register_buffer("last_group_losses", torch.zeros(num_groups), persistent=False)
         self.register_buffer("last_group_counts", torch.zeros(num_groups), persistent=False)
+        self._range_checked = False
 
     def _global_group_losses(self, losses: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
         dtype = torch.promote_types(losses.dtype, self.q.dtype)
@@ -132,7 +166,14 @@ class GroupDROLoss(nn.Module):
 
         Returns:
             The scalar loss ``sum_g q_g * (L_g + C_g / sqrt(N_g))``.
+
+        Raises:
+            ValueError: a group id outside ``[0, num_groups)``; checked on the first call and on every
+                call with CPU tensors (elsewhere it would synchronise the device every step).
         """
+        if not self._range_checked or groups.device.type == "cpu":
+            check_group_range(groups, self.num_groups)
+            self._range_checked = True
         group_losses, counts = self._global_group_losses(losses, groups)
         self.last_group_losses.copy_(group_losses.detach())
         self.last_group_counts.copy_(counts)
@@ -221,6 +262,7 @@ class GroupDROModule(L.LightningModule):
         self.register_buffer("val_groups", None if val is None else torch.from_numpy(val), persistent=False)
         self._val_hits = torch.zeros(0)
         self._val_seen = torch.zeros(0)
+        self._indices_checked = {"train": False, "val": False}
 
     @override
     def forward(self, x: Any) -> Tensor:
@@ -239,8 +281,23 @@ class GroupDROModule(L.LightningModule):
         return x, y, index.long()
 
     @override
+    def on_train_start(self) -> None:
+        # Before the first step: a group array longer or shorter than the training set is refused here.
+        _check_covers(self.train_groups, "train_groups", _dataset_length(self.trainer.train_dataloader), "training")
+        self._indices_checked["train"] = False
+
+    def _checked_index(self, index: Tensor, split: str) -> Tensor:
+        """``index``, checked against the group array once per fit (train) or validation run."""
+        groups = self.train_groups if split == "train" else self.val_groups
+        if groups is not None and not self._indices_checked[split]:
+            _check_index(index, groups, f"{split}_groups")
+            self._indices_checked[split] = True
+        return index
+
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, index = self._unpack(batch)
+        index = self._checked_index(index, "train")
         losses = F.cross_entropy(self.model(x), y, reduction="none")
         loss = self.dro(losses, self.train_groups[index])
         size = len(y)
@@ -257,10 +314,15 @@ class GroupDROModule(L.LightningModule):
         slots = self.num_groups + 1  # last slot: all samples
         self._val_hits = torch.zeros(slots, device=self.device)
         self._val_seen = torch.zeros(slots, device=self.device)
+        if self.val_groups is not None:
+            for loader in validation_loaders(self.trainer):
+                _check_covers(self.val_groups, "val_groups", _dataset_length(loader), "validation")
+        self._indices_checked["val"] = False
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y, index = self._unpack(batch)
+        index = self._checked_index(index, "val")
         logits = self.model(x)
         self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
         hits = (logits.argmax(dim=-1) == y).float()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["group_sums", "groupdro_adjustment", "groupdro_step", "groupdro_update"]
+__all__ = ["check_group_range", "group_sums", "groupdro_adjustment", "groupdro_step", "groupdro_update"]
 
 
 def _check_num_groups(num_groups: int) -> int:
@@ -33,11 +33,25 @@ def _check_batch(losses: Tensor, groups: Tensor) -> None:
         raise ValueError(f"Expected argument `groups` to hold integer group ids, but got dtype {groups.dtype}.")
 
 
-def _check_group_range(groups: Tensor, num_groups: int) -> None:
-    if groups.numel() and (int(groups.min()) < 0 or int(groups.max()) >= num_groups):
+def check_group_range(groups: Tensor, num_groups: int) -> None:
+    """Refuse group ids outside ``[0, num_groups)``, naming ``num_groups`` and the largest id seen.
+
+    Example::
+
+        >>> try:
+        ...     check_group_range(torch.tensor([0, 2]), 2)
+        ... except ValueError as error:
+        ...     print(str(error).split("(")[-1])
+        largest id seen: 2). Pass num_groups >= 3, or group ids below 2.
+    """
+    if groups.numel() == 0:
+        return
+    low, high = int(groups.min()), int(groups.max())
+    if low < 0 or high >= num_groups:
+        fix = f"Pass num_groups >= {high + 1}, or group ids below {num_groups}." if low >= 0 else "Group ids are >= 0."
         raise ValueError(
-            f"Expected argument `groups` to lie in [0, {num_groups}), but got values in"
-            f" [{int(groups.min())}, {int(groups.max())}]."
+            f"Expected argument `groups` to lie in [0, num_groups={num_groups}), but got ids in [{low}, {high}]"
+            f" (largest id seen: {high}). {fix}"
         )
 
 
@@ -96,7 +110,7 @@ def group_sums(losses: Tensor, groups: Tensor, *, num_groups: int) -> tuple[Tens
     """Per-group loss sums (differentiable) and sample counts of one batch.
 
     Shapes and dtypes are checked; the range of ``groups`` is not (that would synchronise a GPU
-    every step): an id outside ``[0, num_groups)`` makes ``index_add`` fail.
+    every step): check it with :func:`check_group_range` (``GroupDROLoss`` does on its first call and on CPU).
 
     Args:
         losses: ``(B,)`` per-sample losses.
@@ -204,7 +218,7 @@ def groupdro_step(
     """
     num_groups = _check_num_groups(num_groups)
     _check_batch(losses, groups)
-    _check_group_range(groups, num_groups)
+    check_group_range(groups, num_groups)
     if q.shape != (num_groups,):
         raise ValueError(f"Expected argument `q` to have shape ({num_groups},), but got {tuple(q.shape)}.")
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < float("inf"):
