@@ -382,3 +382,204 @@ def test_no_traceback_when_the_reader_stops(runs: dict[str, Path], tmp_path: Pat
         err = process.stderr.read().decode()
         assert process.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Output folders, damaged inputs and messages (issue 19), help and run folders (issue 22)
+# ----------------------------------------------------------------------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run a command that must be refused: exit status 2, one `error:` line, no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"lightning-difficulty {argv[0]}: error: " in err and "Traceback" not in err
+    return err
+
+
+def test_combine_into_one_of_its_runs_is_refused(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _files(runs["a"])
+    err = _error(["combine", str(runs["a"]), str(runs["b"]), "-o", str(runs["a"])], capsys)
+    assert f"-o {runs['a']} holds a run" in err and f"-o {runs['a']}_2" in err
+    assert _files(runs["a"]) == before  # the run's table, summary and records untouched
+
+
+def test_combine_onto_a_users_own_table_is_refused(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "analysis"
+    mine.mkdir()
+    (mine / "scores.parquet").write_bytes(b"the user's own table")
+    err = _error(["combine", str(runs["a"]), str(runs["b"]), "-o", str(mine)], capsys)
+    assert f"-o {mine} holds a run: 1 file(s) `combine` did not write (scores.parquet)" in err
+    assert "new or empty folder" in err  # the fix
+    assert _files(mine) == {"scores.parquet": b"the user's own table"}
+    # its own earlier output is replaced
+    out = tmp_path / "ensemble"
+    assert main(["combine", str(runs["a"]), str(runs["b"]), "-o", str(out), "--split", "val"]) == 0
+    assert main(["combine", str(runs["a"]), str(runs["b"]), "-o", str(out), "--split", "val"]) == 0
+    assert sorted(_files(out)) == [".lightning-difficulty-output.json", "scores.parquet", "summary.json"]
+
+
+def test_evaluate_logdir_follows_the_same_rule(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "p.npy", _val(runs["a"])["label"].to_numpy())
+    before = _files(runs["a"])
+    err = _error(["evaluate", str(runs["a"]), str(tmp_path / "p.npy"), "--logdir", str(runs["a"])], capsys)
+    assert f"--logdir {runs['a']} holds a run" in err
+    assert _files(runs["a"]) == before
+    logdir = tmp_path / "logs" / "big_model"
+    for _ in range(2):  # a rerun replaces its own figure instead of adding a second event file
+        assert main(["evaluate", str(runs["a"]), str(tmp_path / "p.npy"), "--logdir", str(logdir)]) == 0
+        events = [name for name in _files(logdir) if name.startswith("events.out.tfevents.")]
+        assert len(events) == 1
+    capsys.readouterr()
+
+
+def test_evaluate_refuses_non_finite_logits(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    diverged = tmp_path / "diverged.npy"
+    np.save(diverged, np.full((N_VAL, 4), np.nan))
+    err = _error(["evaluate", str(runs["a"]), str(diverged)], capsys)
+    assert f"{N_VAL} of {N_VAL} rows hold NaN or infinite values" in err and str(diverged) in err
+    logits = np.eye(4)[_val(runs["a"])["label"].to_numpy()]
+    logits[5, 2] = np.inf
+    np.save(diverged, logits)
+    err = _error(["evaluate", str(runs["a"]), str(diverged)], capsys)
+    assert f"1 of {N_VAL} rows" in err and "the first is row 5" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "does not exist"), (b"not an array", "as a .npy array of numbers"), ("npz", "an .npz archive")],
+)
+def test_evaluate_names_an_unreadable_predictions_file(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], content: object, message: str
+) -> None:
+    path = tmp_path / "p.npy"
+    if content == "npz":
+        with path.open("wb") as handle:
+            np.savez(handle, a=np.zeros(3))
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    err = _error(["evaluate", str(runs["a"]), str(path)], capsys)
+    assert f"PREDICTIONS {path}" in err and message in err and "numpy.save" in err
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def test_combine_with_a_missing_folder_names_it(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "seed_7"
+    err = _error(["combine", str(runs["a"]), str(missing), "-o", str(tmp_path / "x")], capsys)
+    assert f"RUN {missing} does not exist" in err and "record='none'" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_combine_names_a_truncated_record(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = _copy_run(runs["b"], tmp_path / "b")
+    record = broken / "records" / "val" / "epoch_0001.probs.npy"
+    record.write_bytes(record.read_bytes()[:200])
+    err = _error(["combine", str(runs["a"]), str(broken), "-o", str(tmp_path / "x"), "--split", "val"], capsys)
+    assert f"Could not read {record}" in err and "truncated or damaged" in err and "Rerun" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("garbage", "not a readable records manifest"),
+        ('{"format": "lightning-difficulty/records", "version": 1}', "missing field 'split'"),
+    ],
+)
+def test_combine_names_a_garbage_manifest(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    broken = _copy_run(runs["b"], tmp_path / "b")
+    manifest = broken / "records" / "val" / "manifest.json"
+    manifest.write_text(text)
+    err = _error(["combine", str(runs["a"]), str(broken), "-o", str(tmp_path / "x"), "--split", "val"], capsys)
+    assert str(manifest) in err and message in err and "rerun the run that wrote it" in err
+
+
+def test_compare_names_a_truncated_table(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = _copy_run(runs["b"], tmp_path / "b")
+    table = broken / "scores.parquet"
+    table.write_bytes(table.read_bytes()[:100])
+    err = _error(["compare", str(runs["a"]), str(broken)], capsys)
+    assert f"Could not read {table} as a scores table" in err and "truncated or damaged" in err
+
+
+def test_an_unexpected_failure_is_one_line_not_a_traceback(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_difficulty.runs.compare as compare
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(compare, "compare_runs", broken)
+    monkeypatch.delenv("LIGHTNING_DIFFICULTY_TRACEBACK", raising=False)
+    assert main(["compare", str(runs["a"]), str(runs["b"])]) == 1
+    err = capsys.readouterr().err
+    assert "compare: internal error: RuntimeError: something nobody foresaw" in err and "Traceback" not in err
+    assert "LIGHTNING_DIFFICULTY_TRACEBACK=1" in err  # how to see more
+    monkeypatch.setenv("LIGHTNING_DIFFICULTY_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="nobody foresaw"):
+        main(["compare", str(runs["a"]), str(runs["b"])])
+
+
+def test_help_lists_each_command_once_and_no_empty_defaults() -> None:
+    parser = build_parser()
+    top = parser.format_help()
+    for name in ("demo", "compare", "combine", "evaluate"):
+        assert len([line for line in top.splitlines() if line.strip().startswith(f"{name} ")]) == 1, name
+    helps = {name: " ".join(command.format_help().split()) for name, command in _subparsers(parser).items()}
+    for name, text in helps.items():
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+    # -o is required: no default; --split describes its own default: said once
+    assert "-o OUT, --out OUT output folder: new, empty, or an earlier combine output (replaced)" in helps["combine"]
+    assert "never a run's folder --split SPLIT" in helps["combine"]
+    assert helps["combine"].count("(default") == 1 and "(default: every split all runs recorded)" in helps["combine"]
+    assert helps["compare"].count("(default") == 3  # --split, --score, and --hard-fraction's own description
+    assert "(default: each run's own hard column" in helps["compare"] and "(default: val)" in helps["compare"]
+    for default in ("(default: val)", "(default: 10)", "(default: model)"):
+        assert default in helps["evaluate"]
+    assert "(default: runs/demo)" in helps["demo"] and "(default: 30)" in helps["demo"]
+
+
+def test_a_run_folder_is_resolved_to_its_difficulty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("demo", "demo_seed1", "all"):
+        (tmp_path / name).mkdir()
+    a = _synthetic_run(tmp_path / "demo" / "difficulty", 0)
+    b = _synthetic_run(tmp_path / "demo_seed1" / "difficulty", 1)
+    assert main(["compare", str(tmp_path / "demo"), str(tmp_path / "demo_seed1"), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # stdout stays pure JSON; the note goes to stderr
+    assert result["spearman"] == pytest.approx(spearmanr(a["confusion"], b["confusion"]).statistic)
+    assert f"note: RUN_A {tmp_path / 'demo'} holds no per-sample table" in captured.err
+    assert f"using {tmp_path / 'demo' / 'difficulty'}, the run inside it" in captured.err
+    # two runs inside: refused with both listed, none picked
+    _synthetic_run(tmp_path / "all" / "x", 2)
+    _synthetic_run(tmp_path / "all" / "y", 3)
+    err = _error(["compare", str(tmp_path / "all"), str(tmp_path / "demo")], capsys)
+    assert f"RUN_A {tmp_path / 'all'} holds 2 runs ({tmp_path / 'all' / 'x'}, {tmp_path / 'all' / 'y'})" in err
+    # no run at all
+    (tmp_path / "empty").mkdir()
+    err = _error(["compare", str(tmp_path / "empty"), str(tmp_path / "demo")], capsys)
+    assert "holds no per-sample table (scores.parquet), nor does any folder" in err

@@ -205,3 +205,81 @@ def test_subset_bodies_are_checked(client: Client) -> None:
     form = client.post("/subsets", data={"name": "a"})
     assert form.status_code == 400 and "application/json" in _json(form)["error"]
     assert client.put("/subsets?run=exp").status_code == 405
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged files and hostile requests: always a JSON answer with a message, never a traceback
+# ----------------------------------------------------------------------------------------------
+
+
+def _json_error(response: Any, status: int) -> str:
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    assert response.mimetype == "application/json"
+    body = response.get_data(as_text=True)
+    assert "Traceback" not in body and "<html" not in body.lower()
+    return str(json.loads(body)["error"])
+
+
+@pytest.fixture()
+def damaged(tmp_path: Path) -> Client:
+    """A log folder with a sound run ("ok") and one whose scores.parquet was truncated ("cut")."""
+    synthetic_run(tmp_path / "ok" / "difficulty", {"val": 10}, num_classes=4, num_probes=2, k=3, seed=3)
+    synthetic_run(tmp_path / "cut" / "difficulty", {"val": 10}, num_classes=4, num_probes=2, images=False, seed=4)
+    table = tmp_path / "cut" / "difficulty" / "scores.parquet"
+    table.write_bytes(table.read_bytes()[:200])
+    plugin = DifficultyPlugin(base_plugin.TBContext(logdir=str(tmp_path)))
+    return Client(_dispatch(plugin.get_plugin_apps()))
+
+
+def test_a_truncated_table_is_a_json_error_naming_the_file(damaged: Client, tmp_path: Path) -> None:
+    for url in ["/meta?run=cut", "/columns?run=cut&split=val", "/instance?run=cut&split=val&index=0"]:
+        message = _json_error(damaged.get(url), 500)
+        assert str(tmp_path / "cut" / "difficulty" / "scores.parquet") in message and "truncated" in message
+    assert _json(damaged.get("/runs")) == {"runs": ["cut", "ok"]}  # the other run is still served
+    assert damaged.get("/meta?run=ok").status_code == 200
+
+
+def test_malformed_subsets_are_json_errors(damaged: Client, tmp_path: Path) -> None:
+    folder = tmp_path / "ok" / "difficulty" / "subsets"
+    folder.mkdir()
+    (folder / "broken.json").write_text("{not json")
+    message = _json_error(damaged.get("/subset?run=ok&name=broken"), 500)
+    assert str(folder / "broken.json") in message and "not JSON" in message
+    assert _json(damaged.get("/subsets?run=ok")) == {"subsets": []}  # a broken file is left out of the list
+    # request bodies of the wrong shape
+    for body, status, part in [
+        ({"run": ["ok"], "split": "val", "name": "a", "indices": [1]}, 404, "`run`"),
+        ({"run": {"x": 1}, "split": "val", "name": "a", "indices": [1]}, 404, "`run`"),
+        ({"run": "ok", "split": ["val"], "name": "a", "indices": [1]}, 400, "`split`"),
+        ({"run": "ok", "split": "val", "name": "a", "indices": {"0": 1}}, 400, "`indices`"),
+        ({"run": "ok", "split": "val", "name": ["a"], "indices": [1]}, 400, "`name`"),
+    ]:
+        assert part in _json_error(_post(damaged, body), status), body
+
+
+def test_integers_beyond_int64_are_refused(damaged: Client) -> None:
+    huge = 2**70
+    body = {"run": "ok", "split": "val", "name": "big", "indices": [1, huge]}
+    assert str(huge) in _json_error(_post(damaged, body), 400)
+    assert "[0, 10)" in _json_error(damaged.get(f"/thumbnails?run=ok&split=val&indices=1,{huge}"), 400)
+    assert "[0, 10)" in _json_error(damaged.get(f"/instance?run=ok&split=val&index={huge}"), 400)
+    assert "[0, 10)" in _json_error(damaged.get(f"/instance?run=ok&split=val&index=-{huge}"), 400)
+
+
+def test_deeply_nested_json_is_refused(damaged: Client) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    message = _json_error(damaged.post("/subsets", data=deep, content_type="application/json"), 400)
+    assert "nested too deeply" in message
+    nested_object = '{"run": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    _json_error(damaged.post("/subsets", data=nested_object, content_type="application/json"), 400)
+
+
+def test_an_unexpected_failure_is_a_json_500(damaged: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_difficulty.dashboard import runs
+
+    def broken(self: Any) -> dict[str, Any]:
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(runs.RunData, "meta", broken)
+    message = _json_error(damaged.get("/meta?run=ok"), 500)
+    assert message == "Internal error in /meta: RuntimeError: something nobody foresaw"

@@ -221,7 +221,7 @@ def test_evaluate_cli_reports_the_refusal(tmp_path: Path, capsys: pytest.Capture
     np.save(tmp_path / "p.npy", np.array([0, 1, 2, 3, 0, 1, 2, 7]))
     assert main(["evaluate", str(run), str(tmp_path / "p.npy")]) == 2
     err = capsys.readouterr().err
-    assert "evaluate: error: Expected argument `predictions` to hold classes in [0, 3]" in err
+    assert f"evaluate: error: Expected `predictions` ({tmp_path / 'p.npy'}) to hold classes in [0, 3]" in err
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,18 +12,42 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 DESCRIPTION = """\
 Per-sample difficulty of a PyTorch Lightning classifier's training and validation data.
 
-  demo      train a small CNN on scikit-learn's digits with every callback and print what it found
-  compare   how well two runs agree on which samples are hard (Spearman, Kendall, hard-subset overlap)
-  combine   the ensemble confusion score of several runs (seeds) from their per-epoch records
-  evaluate  any model's error rate per confusion band and on the hard subset of a reference run
-
-RUN is a difficulty folder: the one that holds scores.parquet (e.g. runs/demo/difficulty).
-Run `lightning-difficulty COMMAND --help` for a command's options.
+RUN is a difficulty folder: the one that holds scores.parquet (e.g. runs/demo/difficulty); a run folder
+above it (e.g. runs/demo) is resolved to the one difficulty folder inside it. Output folders must be new,
+empty or an earlier output of the same command: a run or files the package did not write are never
+overwritten. Run `lightning-difficulty COMMAND --help` for a command's options.
 """
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help only when there is a default worth saying.
+
+    Left out: ``None`` and ``False`` defaults, required options, and help texts that already describe
+    their default (they contain "default").
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or action.required
+            or not action.option_strings
+            or "default" in text.lower()
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _TopHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The top-level help: the description as written (paragraphs), the commands listed once."""
 
 
 def _version() -> str:
@@ -62,6 +86,21 @@ def _bands(text: str) -> int:
     return value
 
 
+def _note(message: str) -> None:
+    """A remark on stderr (stdout stays clean for --json)."""
+    if message:
+        print(f"note: {message}", file=sys.stderr)
+
+
+def _run_dir(path: str, *, name: str, holds: Literal["scores", "records"] = "scores") -> Path:
+    """The difficulty folder meant by ``path`` (a run folder above it is resolved, and a note says so)."""
+    from lightning_difficulty.runs.folders import resolve_run_dir
+
+    folder, note = resolve_run_dir(path, holds=holds, name=name)
+    _note(note)
+    return folder
+
+
 def _demo(args: argparse.Namespace) -> int:
     from lightning_difficulty.demo.run import format_summary, run_demo
 
@@ -76,7 +115,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     from lightning_difficulty.runs.compare import compare_runs
 
-    result = compare_runs(args.run_a, args.run_b, split=args.split, score=args.score, hard_fraction=args.hard_fraction)
+    run_a, run_b = _run_dir(args.run_a, name="RUN_A"), _run_dir(args.run_b, name="RUN_B")
+    result = compare_runs(run_a, run_b, split=args.split, score=args.score, hard_fraction=args.hard_fraction)
     if args.json:
         print(json.dumps(asdict(result), indent=2))
         return 0
@@ -97,36 +137,43 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _combine(args: argparse.Namespace) -> int:
     from lightning_difficulty.runs.combine import combine_runs
+    from lightning_difficulty.storage.outputs import OutputFolder
 
-    table = combine_runs(args.runs, args.out, split=args.split)
+    runs = [_run_dir(run, name="RUN", holds="records") for run in args.runs]
+    OutputFolder.claim(args.out, command="combine", option="-o")  # the same check combine_runs makes, worded for -o
+    table = combine_runs(runs, args.out, split=args.split)
     splits = ", ".join(sorted(table["split"].unique()))
-    print(f"Wrote {Path(args.out) / 'scores.parquet'}: {len(table)} rows ({splits}), ensemble of {len(args.runs)} runs")
+    print(f"Wrote {Path(args.out) / 'scores.parquet'}: {len(table)} rows ({splits}), ensemble of {len(runs)} runs")
     print("ensemble confusion (nats) per split:")
     print(table.groupby("split")["confusion"].describe().to_string())
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from lightning_difficulty.runs.compare import evaluate_predictions
+    from lightning_difficulty.storage.outputs import OutputFolder
 
-    table = evaluate_predictions(args.run, np.load(args.predictions), split=args.split, num_bands=args.bands)
+    run = _run_dir(args.run, name="RUN")
+    logdir = OutputFolder.claim(args.logdir, command="evaluate", option="--logdir") if args.logdir else None
+    predictions = _load_predictions(args.predictions)
+    table = evaluate_predictions(run, predictions, split=args.split, num_bands=args.bands, source=args.predictions)
     is_band = table["band"].str.isdigit()
-    if args.logdir:
+    if logdir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
         from lightning_difficulty.views.figures import accuracy_by_band_comparison_figure
 
-        with SummaryWriter(args.logdir) as writer:
+        logdir.prepare()
+        with SummaryWriter(str(logdir.path)) as writer:
             writer.add_figure(
                 "difficulty/error_by_confusion_band", accuracy_by_band_comparison_figure({args.name: table[is_band]})
             )
+        logdir.commit()  # an earlier evaluate's figure is replaced, not added to
     if args.json:
         print(json.dumps(table.to_dict("records"), indent=2))
         return 0
     print(
-        f"{args.name} on split {args.split!r} of {args.run}: {int(table[is_band]['count'].sum())} samples "
+        f"{args.name} on split {args.split!r} of {run}: {int(table[is_band]['count'].sum())} samples "
         f"(row i of {args.predictions} = dataset index i); {args.bands} equal-width bands of the run's confusion "
         "(nats, higher = harder)"
     )
@@ -134,14 +181,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_predictions(path: str) -> Any:
+    """The PREDICTIONS array; a missing, unreadable or non-.npy file is refused naming it and the fix."""
+    import numpy as np
+
+    fix = "Save the model's classes (N,) or logits (N, C) with numpy.save(PATH, array)."
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"PREDICTIONS {path} does not exist. {fix}") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"Could not read PREDICTIONS {path} as a .npy array of numbers ({err}). {fix}") from None
+    if not isinstance(loaded, np.ndarray):
+        loaded.close()
+        raise ValueError(f"PREDICTIONS {path} is an .npz archive, not one array. {fix}")
+    return loaded
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lightning-difficulty`` argument parser (every option has its help)."""
     parser = argparse.ArgumentParser(
-        prog="lightning-difficulty", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="lightning-difficulty", description=DESCRIPTION, formatter_class=_TopHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    defaults = _HelpFormatter
 
     demo = commands.add_parser(
         "demo",
@@ -174,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         "hold the same samples (same dataset indices and labels).",
         formatter_class=defaults,
     )
-    compare.add_argument("run_a", metavar="RUN_A", help="difficulty folder of run A (holds scores.parquet)")
-    compare.add_argument("run_b", metavar="RUN_B", help="difficulty folder of run B")
+    compare.add_argument(
+        "run_a", metavar="RUN_A", help="difficulty folder of run A (holds scores.parquet), or the run folder above it"
+    )
+    compare.add_argument("run_b", metavar="RUN_B", help="difficulty folder of run B, or the run folder above it")
     compare.add_argument("--split", default="val", help="split to compare (train, val, val_1, ...)")
     compare.add_argument(
         "--score",
@@ -202,8 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/summary.json. The runs must have recorded the same epochs of the same samples.",
         formatter_class=defaults,
     )
-    combine.add_argument("runs", nargs="+", metavar="RUN", help="difficulty folders of the runs (hold records/)")
-    combine.add_argument("-o", "--out", required=True, help="output folder (created)")
+    combine.add_argument(
+        "runs", nargs="+", metavar="RUN", help="difficulty folders of the runs (hold records/), or the run folders"
+    )
+    combine.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output folder: new, empty, or an earlier combine output (replaced); never a run's folder",
+    )
     combine.add_argument(
         "--split", default=None, help="combine only this split (default: every split all runs recorded)"
     )
@@ -217,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         "overall. PREDICTIONS is a .npy file with one row per sample of SPLIT: row i = dataset index i.",
         formatter_class=defaults,
     )
-    evaluate.add_argument("run", metavar="RUN", help="reference run's difficulty folder (holds scores.parquet)")
+    evaluate.add_argument(
+        "run", metavar="RUN", help="reference run's difficulty folder (holds scores.parquet), or the run folder"
+    )
     evaluate.add_argument(
         "predictions",
         metavar="PREDICTIONS",
@@ -225,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", default="val", help="split the predictions belong to")
     evaluate.add_argument("--bands", type=_bands, default=10, help="number of equal-width confusion bands (>= 2)")
-    evaluate.add_argument("--logdir", help="also write a TensorBoard figure to this log folder")
+    evaluate.add_argument(
+        "--logdir",
+        help="also write a TensorBoard figure to this log folder: new, empty, or an earlier evaluate's (replaced)",
+    )
     evaluate.add_argument("--name", default="model", help="the model's name in the printout and the figure")
     evaluate.add_argument("--json", action="store_true", help="print the table as JSON records")
     evaluate.set_defaults(func=_evaluate)
@@ -233,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a usage or data error, with a one-line message).
+    """Run the command line; returns the exit status: 2 for a usage or data error, with a one-line message that
+    names the file and the fix; 1 for an unexpected failure (a bug), also without a traceback unless
+    ``LIGHTNING_DIFFICULTY_TRACEBACK=1``; 130 when interrupted.
 
     Example::
 
@@ -249,9 +329,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError) as err:  # the package's refusals: bad data, bad folders, missing files
         print(f"lightning-difficulty {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"lightning-difficulty {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("LIGHTNING_DIFFICULTY_TRACEBACK") == "1":
+            raise
+        print(
+            f"lightning-difficulty {args.command}: internal error: {type(err).__name__}: {err}. This is a bug in "
+            "lightning-difficulty: please report it with the command you ran (LIGHTNING_DIFFICULTY_TRACEBACK=1 "
+            "shows the traceback).",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ names a run, never a path. The only write is the subset route, into ``<run>/diff
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from lightning_difficulty.dashboard.runs import RunData, find_runs
+from lightning_difficulty.dashboard.runs import RunData, RunFileError, find_runs
 from lightning_difficulty.dashboard.subsets import SubsetError, list_subsets, read_subset, save_subset
 
 __all__ = ["PLUGIN_NAME", "DifficultyPlugin"]
@@ -29,6 +30,7 @@ _MIME = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
 
 Request = wrappers.Request
 Response = wrappers.Response
+_LOG = logging.getLogger(__name__)
 
 
 class RequestError(Exception):
@@ -44,13 +46,21 @@ def _json(request: Request, payload: Any, code: int = 200) -> Response:
 
 
 def _handler(method: Callable[[Any, Request], Response]) -> Callable[..., Any]:
-    """Wrap a route: werkzeug request in, and every refusal turned into a JSON error."""
+    """Wrap a route: werkzeug request in; every refusal, damaged file or failure answered as JSON ``{"error": ...}``.
+
+    Refusals keep their status (4xx; 500 for a run's damaged file); anything else is a 500 whose message
+    names the route and the error, with the traceback in the server's log only, never in the answer.
+    """
 
     def respond(self: Any, request: Request) -> Response:
         try:
             return method(self, request)
-        except (RequestError, SubsetError) as error:
+        except (RequestError, SubsetError, RunFileError) as error:
             return _json(request, {"error": str(error)}, code=error.status)
+        except Exception as error:
+            _LOG.exception("Difficulty dashboard: %s failed", request.path)
+            message = f"Internal error in {request.path}: {type(error).__name__}: {error}"[:2000]
+            return _json(request, {"error": message}, code=500)
 
     def app(self: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         return respond(self, Request(environ))(environ, start_response)
@@ -113,7 +123,7 @@ class DifficultyPlugin(base_plugin.TBPlugin):
     def _run(self, request: Request, name: Any = None) -> RunData:
         name = request.args.get("run") if name is None else name
         runs = self._scan()
-        if name not in runs:
+        if not isinstance(name, str) or name not in runs:
             raise RequestError(f"Expected `run` to be one of {sorted(runs)}, but got {name!r}.", status=404)
         return runs[name]
 
@@ -192,6 +202,8 @@ class DifficultyPlugin(base_plugin.TBPlugin):
             body = json.loads(request.get_data(as_text=True))
         except ValueError:
             raise RequestError("Expected a JSON object as the request body.") from None
+        except RecursionError:
+            raise RequestError("Expected a JSON object as the request body, but got JSON nested too deeply.") from None
         if not isinstance(body, dict):
             raise RequestError(f"Expected a JSON object as the request body, but got {type(body).__name__}.")
         run = self._run(request, body.get("run"))

@@ -11,16 +11,30 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from lightning_difficulty.dashboard.assets import ASSETS_FORMAT
 from lightning_difficulty.dashboard.encoding import encode_columns
 
-__all__ = ["MAX_DEPTH", "RunData", "find_runs", "perspective_columns", "score_columns"]
+__all__ = ["MAX_DEPTH", "RunData", "RunFileError", "find_runs", "perspective_columns", "score_columns"]
 
 MAX_DEPTH = 5
 TABLE = "scores.parquet"
 _NOT_SCORES = {"index", "label", "prediction", "correct", "group", "confusion_band", "hard"}
 _PERSPECTIVE_FALLBACK = (("human_difficulty",), ("kdn", "kdn:input"), ("confusion", "prediction_depth"))
+
+
+class RunFileError(ValueError):
+    """A run's file that cannot be read (truncated, damaged, another format); answered with HTTP 500 and the message."""
+
+    status = 500
+
+
+def _damaged(run: str, path: Path, err: BaseException) -> RunFileError:
+    return RunFileError(
+        f"Run {run!r}: could not read {path} ({type(err).__name__}: {err}). The file is truncated or damaged (a copy or"
+        " a write that did not finish?): rerun the run's report, or move the run out of the log folder."
+    )
 
 
 def find_runs(logdir: str | os.PathLike[str], *, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
@@ -127,7 +141,7 @@ class RunData:
         with self._lock:
             if stamp == self._stamp:
                 return
-            table = pd.read_parquet(self.folder / TABLE)
+            table = self._read_table()
             columns = _read_json(self.folder / "columns.json") or {}
             info = columns.get("columns") if isinstance(columns.get("columns"), dict) else {}
             assets = _read_json(self.folder / "dashboard" / "dashboard.json")
@@ -140,6 +154,25 @@ class RunData:
             }
             self._encoded = {}
             self._stamp = stamp
+
+    def _read_table(self) -> pd.DataFrame:
+        path = self.folder / TABLE
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise _damaged(self.name, path, err) from None
+        missing = sorted({"split", "index"} - set(map(str, table.columns)))
+        if missing:
+            raise _damaged(self.name, path, KeyError(f"no column {', '.join(missing)}"))
+        return table
+
+    def _load(self, name: str, *, mmap: bool = False) -> np.ndarray:
+        """An array of the run's ``dashboard/`` folder; a missing or damaged file raises :class:`RunFileError`."""
+        path = self.folder / "dashboard" / name
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise _damaged(self.name, path, err) from None
 
     @property
     def table(self) -> pd.DataFrame:
@@ -207,7 +240,7 @@ class RunData:
         extra = {}
         projection = self._split_assets(split).get("projection")
         if projection:
-            coords = np.load(self.folder / "dashboard" / projection["file"])
+            coords = self._load(str(projection["file"]))
             order = rows["index"].to_numpy(dtype=np.int64)
             extra = {"projection:x": coords[order, 0], "projection:y": coords[order, 1]}
         payload = encode_columns(rows, extra)
@@ -222,10 +255,10 @@ class RunData:
         thumbs = (self._assets or {}).get("thumbnails")
         if not entry or not thumbs:
             raise LookupError(f"Run {self.name!r} has no thumbnails for split {split!r}.")
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= entry["count"]):
+        if any(not 0 <= i < entry["count"] for i in indices):  # Python ints: no overflow past int64
             raise IndexError(f"Expected indices of split {split!r} in [0, {entry['count']}), got {indices[:5]}...")
-        sheet = np.load(self.folder / "dashboard" / thumbs["file"], mmap_mode="r")
+        idx = np.asarray(indices, dtype=np.int64)
+        sheet = self._load(str(thumbs["file"]), mmap=True)
         return np.ascontiguousarray(sheet[entry["offset"] + idx]).tobytes()
 
     def instance(self, split: str, index: int) -> dict[str, Any]:
@@ -247,9 +280,8 @@ class RunData:
         entry = self._split_assets(split).get("neighbours")
         if not entry:
             return []
-        folder = self.folder / "dashboard"
-        ids = np.load(folder / entry["ids"], mmap_mode="r")[index]
-        dist = np.load(folder / entry["distances"], mmap_mode="r")[index]
+        ids = self._load(str(entry["ids"]), mmap=True)[index]
+        dist = self._load(str(entry["distances"]), mmap=True)[index]
         ref = str(entry.get("reference_split", "train"))
         ref_rows = self._rows.get(ref)
         labels = ref_rows["label"].to_numpy() if ref_rows is not None and "label" in ref_rows else None

@@ -16,6 +16,7 @@ from lightning_difficulty.storage.manifest import HardSubsetManifest, label_fing
 __all__ = ["MAX_NAME_LENGTH", "SubsetError", "check_subset_name", "list_subsets", "save_subset"]
 
 MAX_NAME_LENGTH = 64
+_INT64_MAX = int(np.iinfo(np.int64).max)
 SELECTION_SCORE = "selection"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -120,10 +121,12 @@ def _check_indices(indices: object) -> np.ndarray:
         raise SubsetError("Expected `indices` to be a non-empty list of dataset indices; select some samples first.")
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
         raise SubsetError("Expected `indices` to hold integers only.")
-    arr = np.unique(np.asarray(indices, dtype=np.int64))
-    if arr[0] < 0:
-        raise SubsetError(f"Expected `indices` to be non-negative, but got {int(arr[0])}.")
-    return arr
+    low, high = min(indices), max(indices)
+    if low < 0:
+        raise SubsetError(f"Expected `indices` to be non-negative, but got {low}.")
+    if high > _INT64_MAX:  # checked on Python ints, before numpy would overflow
+        raise SubsetError(f"Expected `indices` to be dataset indices, but got {high}, beyond any dataset's size.")
+    return np.unique(np.asarray(indices, dtype=np.int64))
 
 
 def list_subsets(run_dir: Path) -> list[dict[str, Any]]:
@@ -153,4 +156,7 @@ def read_subset(run_dir: Path, name: object) -> HardSubsetManifest:
     path = subsets_dir(run_dir) / f"{stem}.json"
     if not path.is_file():
         raise SubsetError(f"No subset named {stem!r} in {subsets_dir(run_dir)}.", status=404)
-    return HardSubsetManifest.from_json(path)
+    try:
+        return HardSubsetManifest.from_json(path)
+    except (ValueError, OSError) as err:  # the message names the file and the fix
+        raise SubsetError(str(err), status=500) from None
