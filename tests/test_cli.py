@@ -103,7 +103,8 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys: pytest.C
     (out / "lightning_logs" / "model.ckpt").write_text("precious")
     assert main(["demo", "--epochs", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"--out {out} holds 1 file(s) the demo did not write (lightning_logs/model.ckpt)" in err
+    assert f"--out {out} holds files: 1 file(s) `demo` did not write (lightning_logs/model.ckpt)" in err
+    assert f"--out {out}_2" in err  # the fix
     assert [p.name for p in out.rglob("*")] == ["lightning_logs", "model.ckpt"]
     assert (out / "lightning_logs" / "model.ckpt").read_text() == "precious"
 

@@ -145,3 +145,16 @@ def test_an_interrupted_output_is_still_recognised(tmp_path: Path) -> None:
     out.prepare(["scores.parquet", "summary.json"])
     (out.path / "scores.parquet").write_text("half")  # then the command dies before commit
     assert OutputFolder.claim(out.path, command="combine").previous == ("scores.parquet",)
+
+
+def test_clear_removes_only_the_earlier_output_and_its_empty_folders(tmp_path: Path) -> None:
+    out = OutputFolder.claim(tmp_path / "demo", command="demo")
+    out.prepare()
+    (out.path / "difficulty" / "dashboard").mkdir(parents=True)
+    (out.path / "difficulty" / "dashboard" / "a.npy").write_text("a")
+    (out.path / "events.1").write_text("e")
+    out.commit()
+    rerun = OutputFolder.claim(out.path, command="demo")
+    assert rerun.previous == ("difficulty/dashboard/a.npy", "events.1")
+    rerun.clear()
+    assert [p.name for p in out.path.iterdir()] == [OUTPUT_MARKER] and rerun.previous == ()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from lightning_difficulty.data import IndexedDataset
 from lightning_difficulty.demo.datasets import load_digits_splits
 from lightning_difficulty.demo.models import SmallCNN
 from lightning_difficulty.runs.summary import measure_summary
+from lightning_difficulty.storage.outputs import OutputFolder
 
 
 @dataclass
@@ -30,10 +30,6 @@ class DemoResult:
     table: pd.DataFrame
     summary: dict[str, Any]
     seed: int = 0
-
-
-DEMO_MARKER = ".lightning-difficulty-demo.json"
-"""File in a demo's output folder that lists every file the demo wrote there (and nothing else)."""
 
 
 def run_demo(
@@ -60,9 +56,9 @@ def run_demo(
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"Expected argument `epochs` to be an integer >= 1, but got {epochs!r}.")
     out = Path(out)
-    _clear_previous_demo(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_marker(out)  # before training: an interrupted run is still recognised as the demo's own
+    folder = OutputFolder.claim(out, command="demo", option="--out")  # a folder with other files is refused
+    folder.clear()  # an earlier demo run's files go, nothing else
+    folder.prepare()
     torch.set_num_threads(1)  # convolutions this small run several times faster on one thread
     splits = load_digits_splits()  # fixed split, whatever the seed
     L.seed_everything(seed, verbose=False)
@@ -82,42 +78,9 @@ def run_demo(
         log_every_n_steps=5,
     )
     trainer.fit(SmallCNN(in_channels=1, num_classes=10, width=16, max_epochs=epochs), train, val)
-    _write_marker(out)
+    folder.commit()  # lists every file of this run: the next demo run may replace them
     assert report.table is not None
     return DemoResult(report.run_dir(trainer), report.table, report.summary, seed)
-
-
-def _files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != DEMO_MARKER)
-
-
-def _write_marker(out: Path) -> None:
-    (out / DEMO_MARKER).write_text(json.dumps({"files": _files_under(out)}, indent=1), encoding="utf-8")
-
-
-def _clear_previous_demo(out: Path) -> None:
-    """Remove the files a previous demo run listed in its marker; refuse a folder holding anything else."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a folder. Pass a new folder, e.g. --out runs/demo_2.")
-    marker = out / DEMO_MARKER
-    ours = set(json.loads(marker.read_text(encoding="utf-8"))["files"]) if marker.exists() else set()
-    foreign = [name for name in _files_under(out) if name not in ours]
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise FileExistsError(
-            f"--out {out} holds {len(foreign)} file(s) the demo did not write ({shown}). The demo deletes nothing "
-            f"it did not create: pass a new or empty folder (e.g. --out {out}_2), or move those files away."
-        )
-    for name in ours:
-        (out / name).unlink(missing_ok=True)
-    marker.unlink(missing_ok=True)
-    folders = {parent for name in ours for parent in Path(name).parents if parent != Path(".")}
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        path = out / folder
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
 
 
 def command_prefix() -> str:

@@ -101,9 +101,10 @@ class OutputFolder:
 
     A folder that holds anything else (a training run, a user's own files, another command's output) is
     refused by :meth:`claim` before anything is computed or written; nothing is ever deleted that this
-    command did not write. Protocol: :meth:`claim` (checks only), :meth:`prepare` (creates the folder and
-    records the files about to be written, so an interrupted command is still recognised), write,
-    :meth:`commit` (removes the earlier output's files that were not written again, lists the new ones).
+    command did not write. Protocol: :meth:`claim` (checks only), optionally :meth:`clear` (removes the
+    earlier output's files first), :meth:`prepare` (creates the folder and records the files about to be
+    written, so an interrupted command is still recognised), write, :meth:`commit` (removes the earlier
+    output's files that were not written again, lists the new ones).
 
     Example::
 
@@ -144,7 +145,12 @@ class OutputFolder:
                 f"{option} {folder} holds {what}: {len(foreign)} file(s) {whose} ({shown}). `{command}` never writes "
                 f"into a run or over files it did not write: {new}, or move those files away."
             )
-        return cls(folder, command=command, previous=tuple(name for name in ours if name in present))
+        return cls(folder, command=command, previous=tuple(name for name in present if name in ours))
+
+    def clear(self) -> None:
+        """Remove the earlier output's files now (before writing anew), with the folders they leave empty."""
+        self._remove(self.previous)
+        self.previous = ()
 
     def prepare(self, planned: Iterable[str] = ()) -> None:
         """Create the folder and list the earlier files and ``planned`` ones in its marker (before writing)."""
@@ -158,10 +164,18 @@ class OutputFolder:
         """
         present = files_under(self.path)
         names = [n for n in present if n not in self.previous] if written is None else [str(n) for n in written]
-        for name in self.previous:
-            if name not in names:
-                (self.path / name).unlink(missing_ok=True)
+        self._remove([name for name in self.previous if name not in names])
         self._write_marker(names)
+
+    def _remove(self, names: Iterable[str]) -> None:
+        names = list(names)
+        for name in names:
+            (self.path / name).unlink(missing_ok=True)
+        folders = {parent for name in names for parent in Path(name).parents if parent != Path(".")}
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):  # deepest first
+            path = self.path / folder
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
     def _write_marker(self, names: Iterable[str]) -> None:
         payload = {"format": _MARKER_FORMAT, "version": 1, "command": self.command, "files": sorted(set(names))}
