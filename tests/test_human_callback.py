@@ -85,14 +85,14 @@ def test_human_difficulty_from_counts_labels_and_npz(tmp_path: Path) -> None:
         np.testing.assert_allclose(val[f"{prefix}human_difficulty"].to_numpy(), expected, atol=1e-12)
     for callback in (from_counts, from_labels, from_npz):
         per_image = counts.sum(axis=1)
-        assert measure_summary(trainer, callback)["annotators_per_sample"] == {
+        assert measure_summary(trainer, callback)["splits"]["val"]["annotators_per_sample"] == {
             "min": int(per_image.min()),
             "median": float(np.median(per_image)),
         }
     np.testing.assert_allclose(val["human_difficulty"].to_numpy(), expected, atol=1e-12)
     assert table.loc[table["split"] == "train", "human_difficulty"].isna().all()
     summary = measure_summary(trainer, from_counts)
-    assert summary["annotators_per_sample"] == {"min": 7, "median": 10.0}
+    assert summary["splits"]["val"]["annotators_per_sample"] == {"min": 7, "median": 10.0}
 
 
 def test_row_count_mismatch_names_the_split_and_both_sizes(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_row_count_mismatch_names_the_split_and_both_sizes(tmp_path: Path) -> No
         fit(tmp_path, TinyMLP(), [human, DifficultyReport(dirpath=tmp_path)], blobs(24), blobs(N_VAL), epochs=1)
 
 
-def test_row_count_mismatch_of_the_training_split_is_caught_at_fit_end(tmp_path: Path) -> None:
+def test_row_count_mismatch_of_the_training_split_is_caught_before_the_first_step(tmp_path: Path) -> None:
     human = HumanAlignment(_counts(), split="train")
     with pytest.raises(ValueError, match=r"split 'train'.*40 rows.*24 samples"):
         fit(tmp_path, TinyMLP(), [human, DifficultyReport(dirpath=tmp_path)], blobs(24), blobs(8), epochs=1)
@@ -162,3 +162,78 @@ def test_correlations_and_patterns_in_the_report(tmp_path: Path) -> None:
         assert entry["count"] == counts.get(pattern, 0)
         assert entry["errors"] == int((~correct & (val["pattern"] == pattern).to_numpy()).sum())
     assert table.loc[table["split"] == "train", "pattern"].isna().all()
+
+
+class _CountingMLP(TinyMLP):
+    """TinyMLP that counts its training steps (to show a refusal came before the first one)."""
+
+    steps = 0
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        self.steps += 1
+        return super().training_step(batch, batch_idx)
+
+
+def test_one_callback_annotates_several_splits_into_the_same_columns(tmp_path: Path) -> None:
+    train_labels = np.arange(24) % 4
+    # the training split with per-annotator labels (CIFAR-10N style, 3 annotators, -1 = none)
+    rng = np.random.default_rng(4)
+    per_annotator = np.where(rng.random((24, 3)) < 0.7, train_labels[:, None], rng.integers(0, 4, (24, 3)))
+    per_annotator[0, 2] = -1
+    human = HumanAlignment({"val": _counts(), "train": per_annotator})
+    report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)
+    fit(tmp_path, TinyMLP(), [human, report], blobs(24, seed=1), blobs(N_VAL, seed=2), epochs=1)
+    table = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    assert not [c for c in table.columns if ":" in c]
+    val = table[table["split"] == "val"].sort_values("index")
+    np.testing.assert_allclose(val["human_difficulty"], _expected_difficulty(_counts()), atol=1e-12)
+    train = table[table["split"] == "train"].sort_values("index")
+    agree = [
+        (row[row >= 0] == label).sum() / (row >= 0).sum()
+        for row, label in zip(per_annotator, train_labels, strict=True)
+    ]
+    np.testing.assert_allclose(train["human_difficulty"], 1 - np.array(agree), atol=1e-12)
+
+
+def test_soft_label_annotations_are_probabilities(tmp_path: Path) -> None:
+    counts = _counts()
+    probs = counts / counts.sum(axis=1, keepdims=True)  # CIFAR-10H's probability file
+    human = HumanAlignment(probs, split="val")
+    report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)
+    trainer = fit(tmp_path, TinyMLP(), [human, report], blobs(24, seed=1), blobs(N_VAL, seed=2), epochs=1)
+    val = pd.read_parquet(tmp_path / "out" / "scores.parquet").query("split == 'val'").sort_values("index")
+    np.testing.assert_allclose(val["human_difficulty"], _expected_difficulty(counts), atol=1e-12)
+    expected_entropy = [-(p[p > 0] * np.log(p[p > 0])).sum() for p in probs]
+    np.testing.assert_allclose(val["human_entropy"], expected_entropy, atol=1e-12)
+    assert measure_summary(trainer, human)["splits"]["val"]["annotators_per_sample"] is None
+
+
+@pytest.mark.parametrize(
+    ("annotations", "kwargs", "match"),
+    [
+        (np.full((40, 4), 0.3), {}, r"soft labels: rows \[0, 1, 2, 3, 4\].*do not sum to 1"),
+        (np.tile([[1, 2, 0, 1]], (40, 1)), {}, r"Cannot tell.*kind='counts' or kind='labels'"),
+        (_counts(), {"split": "test"}, r"split='test'.*validation dataloader"),
+        (_counts() + 0.5, {"kind": "counts"}, r"non-integer values.*kind='probs'"),
+        ({"val": _counts(), "val_x": _counts()}, {}, r"annotations key='val_x'"),
+    ],
+)
+def test_annotations_that_cannot_be_read_are_refused_at_construction(annotations, kwargs, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=match):
+        HumanAlignment(annotations, **kwargs)
+
+
+def test_validation_annotations_without_a_validation_loader_stop_at_setup(tmp_path: Path) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from lightning_difficulty import IndexedDataset
+    from tests.helpers import trainer_kwargs
+
+    model = _CountingMLP()
+    trainer = L.Trainer(
+        max_epochs=1, callbacks=[HumanAlignment(_counts()), DifficultyReport(tmp_path)], **trainer_kwargs(tmp_path)
+    )
+    with pytest.raises(ValueError, match=r"split\(s\) \['val'\].*no validation dataloader"):
+        trainer.fit(model, DataLoader(IndexedDataset(blobs(24)), batch_size=8))
+    assert model.steps == 0

@@ -847,9 +847,21 @@ def test_human_alignment_on_train_and_val_keep_their_own_summaries(tmp_path: Pat
     callbacks = [HumanAlignment(train_counts, split="train"), HumanAlignment(val_counts, split="val"), report()]
     fit(tmp_path, Net(), callbacks, epochs=1)
     summary = json.loads((tmp_path / "difficulty" / "summary.json").read_text())
-    by_split = {m["split"]: m for m in summary["measures"].values() if m["callback"] == "HumanAlignment"}
+    by_split = {
+        split: part
+        for m in summary["measures"].values()
+        if m["callback"] == "HumanAlignment"
+        for split, part in m["splits"].items()
+    }
     assert by_split["train"]["annotators_per_sample"] == {"min": 15, "median": 15.0}
     assert by_split["val"]["annotators_per_sample"] == {"min": 10, "median": 10.0}
+    # disjoint splits fill one column (no prefixed copy)
+    table = read_table(tmp_path / "difficulty")
+    assert not [c for c in table.columns if c.endswith(":human_difficulty")]
+    for split, counts in (("train", train_counts), ("val", val_counts)):
+        labels = column(table, split, "label")
+        expected = 1 - counts[np.arange(len(labels)), labels] / counts.sum(axis=1)
+        np.testing.assert_allclose(column(table, split, "human_difficulty"), expected, atol=1e-12)
 
 
 class _TwoLoaderNet(Net):

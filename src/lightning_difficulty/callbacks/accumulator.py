@@ -25,6 +25,7 @@ Example (a measure in a few lines)::
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import torch
 from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
@@ -73,15 +75,33 @@ class SplitAccumulator:
     epoch_scalars: dict[int, dict[str, float]] = field(default_factory=dict)
     recorder: EpochRecorder | None = None
     open_epoch: int | None = None
+    replayed: Tensor | None = None
+    """Samples presented in the open epoch before the mid-epoch checkpoint this run resumed from: Lightning
+    restarts the epoch's data, and their second presentation is ignored (the table and the records alike)."""
 
     def __post_init__(self) -> None:
         self.states = {s.name: np.full(self.num_samples, s.fill, dtype=s.dtype) for s in self.specs}
         self.labels = np.full(self.num_samples, -1, dtype=np.int64)
         self.reset_epoch()
 
+    @property
+    def out_of_range(self) -> int:
+        """Slot of rows whose index is outside ``[0, N)`` (an error at the epoch's end)."""
+        return self.num_samples
+
+    @property
+    def skipped(self) -> int:
+        """Slot of rows that count for no sample because they carry no label (``ignore_index``)."""
+        return self.num_samples + 1
+
+    @property
+    def replay(self) -> int:
+        """Slot of replayed presentations (see :attr:`replayed`)."""
+        return self.num_samples + 2
+
     def reset_epoch(self) -> None:
-        # one extra slot (index N) absorbs out-of-range indices without a per-batch device sync
-        n, dev = self.num_samples + 1, self.device
+        # three extra slots route rows without a per-batch device sync (out_of_range, skipped, replay)
+        n, dev = self.num_samples + 3, self.device
         self.sums = torch.zeros((len(self.values), n), dtype=torch.float64, device=dev)  # one row per value
         self.count = torch.zeros(n, dtype=torch.int64, device=dev)
         self.epoch_labels = torch.full((n,), -1, dtype=torch.int64, device=dev)
@@ -90,12 +110,24 @@ class SplitAccumulator:
         """Move the open epoch's buffers (restored on the CPU) to the training device."""
         self.device = device
         self.sums, self.count, self.epoch_labels = (t.to(device) for t in (self.sums, self.count, self.epoch_labels))
+        if self.replayed is not None:
+            self.replayed = self.replayed.to(device)
 
-    def add(self, index: Tensor, batch_values: dict[str, Tensor], targets: Tensor) -> None:
-        index = torch.where((index >= 0) & (index < self.num_samples), index, self.num_samples)
-        self.sums.index_add_(1, index, torch.stack([batch_values[name] for name in self.values]).double())
-        self.count.index_add_(0, index, torch.ones_like(index))
-        self.epoch_labels.scatter_reduce_(0, index, targets.to(self.device), reduce="amax")
+    def route(self, index: Tensor, counted: Tensor | None = None) -> Tensor:
+        """Each row's slot: its sample, :attr:`out_of_range`, :attr:`skipped` (rows not ``counted``) or
+        :attr:`replay`. No device synchronisation."""
+        index = torch.where((index >= 0) & (index < self.num_samples), index, self.out_of_range)
+        if counted is not None:
+            index = torch.where(counted, index, self.skipped)
+        if self.replayed is not None:
+            index = torch.where(self.replayed[index], self.replay, index)
+        return index
+
+    def add(self, slots: Tensor, batch_values: dict[str, Tensor], targets: Tensor) -> None:
+        """Add one batch's values at the slots given by :meth:`route`."""
+        self.sums.index_add_(1, slots, torch.stack([batch_values[name] for name in self.values]).double())
+        self.count.index_add_(0, slots, torch.ones_like(slots))
+        self.epoch_labels.scatter_reduce_(0, slots, targets.to(self.device), reduce="amax")
 
 
 class PerSampleAccumulator(DifficultyCallback):
@@ -154,6 +186,8 @@ class PerSampleAccumulator(DifficultyCallback):
         self._warned_width: set[str] = set()
         self._strategy: Strategy | None = None
         self._rank = 0
+        self._trainer_ref: weakref.ref[pl.Trainer] | None = None
+        self._history: list[dict[str, Any]] = []
 
     # -- what a measure supplies ------------------------------------------------------------------
     def per_batch(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -179,7 +213,10 @@ class PerSampleAccumulator(DifficultyCallback):
     @override
     def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
         """The columns folded during training, their meaning and the per-epoch means."""
-        return Contribution(columns=self.columns(), info=self.column_info(), summary={"epochs": self.epoch_scalars()})
+        summary: dict[str, Any] = {"epochs": self.epoch_scalars()}
+        if self._history:
+            summary["history"] = self.history
+        return Contribution(columns=self.columns(), info=self.column_info(), summary=summary)
 
     # -- public state -----------------------------------------------------------------------------
     @property
@@ -206,12 +243,28 @@ class PerSampleAccumulator(DifficultyCallback):
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
-        self._accumulators, self._checked, self._restored, self._batch = {}, set(), False, None
-        self._warned_width = set()
+        self._batch = None
+        if self._continues(trainer):
+            # `fit` called again on the same Trainer extends its training: the history so far stays
+            self._restored = True
+        else:  # a new fit (or this callback reused in another Trainer): per-fit state starts clean
+            self._accumulators, self._checked, self._restored = {}, set(), False
+            self._warned_width, self._history = set(), []
+        self._trainer_ref = weakref.ref(trainer)
         self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
         self._strategy = trainer.strategy  # state_dict() gets no trainer, but its collectives go through the strategy
         self._rank = trainer.global_rank
         self._tap.attach(pl_module)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for ``ddp_spawn`` (the weak reference to the last Trainer stays behind)."""
+        return {**self.__dict__, "_trainer_ref": None}
+
+    def _continues(self, trainer: pl.Trainer) -> bool:
+        """Whether this fit extends an earlier fit of the same Trainer (Lightning keeps its loop's progress)."""
+        previous = self._trainer_ref() if self._trainer_ref is not None else None
+        progress = trainer.fit_loop.epoch_progress.current.completed
+        return previous is trainer and bool(self._accumulators) and progress > 0
 
     @override
     def capture_request(self) -> CaptureRequest | None:
@@ -223,20 +276,37 @@ class PerSampleAccumulator(DifficultyCallback):
         for split, acc in list(self._accumulators.items()):  # restored from a checkpoint
             self._check_size(trainer, split, acc.num_samples)
             acc.to(pl_module.device)
-            if split == "train" and acc.open_epoch is not None and acc.open_epoch != trainer.current_epoch:
-                # saved after the epoch's last batch: Lightning resumes in the next epoch without its start hook
-                self._finish_epoch(trainer, "train")
+            if split == "train":
+                self._finish_restored_epoch(trainer)
         if not self._restored and self._records_root is not None and trainer.is_global_zero:
             for split in self._split_names(trainer):
                 EpochRecorder.discard_previous(self._records_root, split)  # a fresh fit: no epochs of other runs
         trainer.strategy.barrier()
 
+    def _note_skipped_validation(self, trainer: pl.Trainer, epoch: int) -> None:
+        every = trainer.check_val_every_n_epoch
+        if "val" not in self.splits or not every or (epoch + 1) % every or not trainer.limit_val_batches:
+            return
+        # the validation loaders may not be loaded yet here: the splits validated so far, or the first
+        for split in [s for s in self._accumulators if s.startswith("val")] or [split_name(0)]:
+            self._note(
+                split,
+                epoch,
+                "skipped",
+                f"resumed from a checkpoint taken at the last training batch of epoch {epoch}: Lightning does not "
+                "run the validation that follows it, so this split counts one validation run fewer",
+            )
+
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._tap.remove()
+        finished = stage == "fit" and trainer.state.status == TrainerStatus.FINISHED
         for acc in self._accumulators.values():
             if acc.recorder is not None:
-                acc.recorder.flush()
+                if finished:  # the run is complete: no checkpoint of it needs the open epochs' logs any more
+                    acc.recorder.release_logs()
+                else:
+                    acc.recorder.flush()
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -260,9 +330,17 @@ class PerSampleAccumulator(DifficultyCallback):
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish_restored_epoch(trainer)
+
+    def _finish_restored_epoch(self, trainer: pl.Trainer) -> None:
+        """A checkpoint taken at an epoch's last batch: Lightning resumes in the next epoch, without the end of
+        this one and without the validation that would have followed that batch."""
         acc = self._accumulators.get("train")
-        if acc is not None and acc.open_epoch is not None and acc.open_epoch != trainer.current_epoch:
-            self._finish_epoch(trainer, "train")  # restored from a checkpoint taken after the epoch's last batch
+        if acc is None or acc.open_epoch is None or acc.open_epoch == trainer.current_epoch:
+            return
+        epoch, acc.replayed = acc.open_epoch, None
+        self._finish_epoch(trainer, "train")
+        self._note_skipped_validation(trainer, epoch)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -323,16 +401,17 @@ class PerSampleAccumulator(DifficultyCallback):
         if acc.open_epoch is None:
             # validation runs are numbered 0, 1, ... (several may fall in one training epoch)
             acc.open_epoch = trainer.current_epoch if split == "train" else max(acc.epoch_scalars, default=-1) + 1
+            if acc.recorder is not None:
+                acc.recorder.epoch = acc.open_epoch
         with torch.no_grad():
             logits = logits.to(acc.device)
             if logits.dtype in (torch.float16, torch.bfloat16):
                 logits = logits.float()
             targets = targets.to(acc.device)
-            if self.needs_labels:
-                index = torch.where(targets >= 0, index, acc.num_samples)  # unlabelled rows (ignore_index) skip
-            acc.add(index, self.per_batch(logits, targets.clamp(min=0)), targets)
+            slots = acc.route(index, targets >= 0 if self.needs_labels else None)  # unlabelled rows skip
+            acc.add(slots, self.per_batch(logits, targets.clamp(min=0)), targets)
             if acc.recorder is not None:
-                acc.recorder.add(index, torch.softmax(logits, dim=1))
+                acc.recorder.add(slots, torch.softmax(logits, dim=1))
 
     def _accumulator(self, trainer: pl.Trainer, split: str, logits: Tensor) -> SplitAccumulator:
         acc = self._accumulators.get(split)
@@ -371,12 +450,14 @@ class PerSampleAccumulator(DifficultyCallback):
         if epoch is None:
             return
         reduce = trainer.strategy.reduce
-        sums = reduce(acc.sums, reduce_op="sum").cpu().numpy()[:, :-1]
+        n = acc.num_samples
+        sums = reduce(acc.sums, reduce_op="sum").cpu().numpy()[:, :n]
         count = reduce(acc.count, reduce_op="sum").cpu().numpy()
         labels = reduce(acc.epoch_labels, reduce_op="max").cpu().numpy()
-        if count[-1]:
+        if count[acc.out_of_range]:
             raise IndexError(
-                f"{type(self).__name__}: {int(count[-1])} rows of split {split!r} in epoch {epoch} had a dataset index "
+                f"{type(self).__name__}: {int(count[acc.out_of_range])} rows of split {split!r} in epoch {epoch} had "
+                "a dataset index "
                 f"outside [0, {acc.num_samples}). The index must be the position in the dataloader's dataset "
                 "(use `IndexedDataset`)."
             )
@@ -388,7 +469,17 @@ class PerSampleAccumulator(DifficultyCallback):
                 "(NaN or all -inf logits). The scores of earlier epochs are kept in the last checkpoint; fix the "
                 "divergence (lower the learning rate, clip gradients, check the inputs) and resume."
             )
-        count, labels = count[:-1], labels[:-1]
+        if acc.replayed is not None and count[acc.replay]:
+            self._note(
+                split,
+                epoch,
+                "replayed",
+                f"resumed from a checkpoint inside epoch {epoch}: Lightning restarted the epoch's data, so "
+                f"{int(count[acc.replay])} presentations of samples already seen in it before the checkpoint were "
+                f"ignored and {int((count[:n] == 0).sum())} samples were not seen in it",
+            )
+        acc.replayed = None
+        count, labels = count[:n], labels[:n]
         self._warn_wide_logits(split, acc.num_classes, labels)
         seen = count > 0
         means = {name: np.where(seen, sums[i] / np.maximum(count, 1), np.nan) for i, name in enumerate(self.values)}
@@ -409,6 +500,18 @@ class PerSampleAccumulator(DifficultyCallback):
         acc.reset_epoch()
         acc.open_epoch = None
         self._log_epoch(trainer, split, epoch, scalars, means, seen)
+
+    def _note(self, split: str, epoch: int, event: str, detail: str) -> None:
+        """Record (and warn about) a place where Lightning changed the run's history (``summary["history"]``)."""
+        entry = {"split": split, "epoch": epoch, "event": event, "detail": detail}
+        if entry not in self._history:
+            self._history.append(entry)
+            rank_zero_warn(f"{type(self).__name__}: split {split!r}, epoch {epoch}: {detail}.")
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Where Lightning skipped or replayed part of the run (resumes), as ``summary.json["history"]`` lists it."""
+        return [dict(entry) for entry in self._history]
 
     def _warn_wide_logits(self, split: str, width: int, labels: np.ndarray) -> None:
         classes = int(labels.max()) + 1 if labels.size else 0
@@ -473,17 +576,25 @@ class PerSampleAccumulator(DifficultyCallback):
                 rows = torch.tensor([acc.recorder.log_offsets() if acc.recorder else 0], device=acc.device)
                 entry["log_rows"] = self._strategy.all_gather(rows).flatten().tolist()
             splits[split] = entry
-        return {"version": 2, "splits": splits}
+        return {"version": 2, "splits": splits, "history": self.history}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Rebuild every split's state now (not at the first batch), so a resume with no batch left still reports."""
         self._restored = True
+        self._history = [dict(entry) for entry in state_dict.get("history", [])]
         for split, saved in state_dict.get("splits", {}).items():
             acc = self._new_accumulator(
                 split, int(saved["num_samples"]), int(saved["num_classes"]), torch.device("cpu"), self._rank
             )
-            for name, value in saved.get("states", {}).items():
+            missing = sorted(set(acc.states) - set(saved.get("states", {})))
+            if missing:
+                raise ValueError(
+                    f"{type(self).__name__}: the checkpoint's state of split {split!r} lacks {missing} (it was saved "
+                    "by an older version of lightning-difficulty that kept other statistics). Resume with that "
+                    "version, or start the fit afresh."
+                )
+            for name, value in saved["states"].items():
                 if name in acc.states:
                     acc.states[name] = value.numpy().astype(acc.states[name].dtype)
             acc.labels = saved["labels"].numpy().astype(np.int64)
@@ -492,17 +603,38 @@ class PerSampleAccumulator(DifficultyCallback):
                 acc.recorder.epochs = [int(e) for e in saved.get("record_epochs", [])]
             if "open_epoch" in saved:
                 acc.open_epoch = int(saved["open_epoch"])
+                count = saved["count"]
+                if count.shape[0] != acc.count.shape[0]:
+                    raise ValueError(
+                        f"{type(self).__name__}: the checkpoint was saved inside an epoch by an older version of "
+                        "lightning-difficulty; resume from an end-of-epoch checkpoint, or with that version."
+                    )
                 if self._rank == 0:  # other ranks start from zero so the epoch-end sum is not multiplied
                     for i, name in enumerate(self.values):
                         acc.sums[i].copy_(saved["sums"][name])
-                    acc.count.copy_(saved["count"])
+                    acc.count.copy_(count)
                     acc.epoch_labels.copy_(saved["epoch_labels"])
-                if acc.recorder is not None:
-                    rows = saved.get("log_rows", [])
-                    acc.recorder.truncate_log(rows[self._rank] if self._rank < len(rows) else 0)
+                acc.replayed = torch.cat([count[: acc.num_samples] > 0, torch.zeros(3, dtype=torch.bool)])
+                self._restore_log(split, acc, saved.get("log_rows", []))
             elif acc.recorder is not None:
-                acc.recorder.discard_log()
+                acc.recorder.keep_only(None)
             self._accumulators[split] = acc
+
+    def _restore_log(self, split: str, acc: SplitAccumulator, rows: list[int]) -> None:
+        """Cut the open epoch's record log back to the checkpoint; drop what the abandoned run wrote after it."""
+        if acc.recorder is None or acc.open_epoch is None:
+            return
+        acc.recorder.epoch = acc.open_epoch
+        acc.recorder.keep_only(acc.open_epoch)
+        if not acc.recorder.truncate_log(rows[self._rank] if self._rank < len(rows) else 0):
+            self._note(
+                split,
+                acc.open_epoch,
+                "record incomplete",
+                f"the record log of epoch {acc.open_epoch} no longer holds the rows written before the checkpoint "
+                "(the fit that wrote it had finished); this epoch's record lacks them, so `combine` of this run "
+                "differs from its table for that epoch",
+            )
 
 
 def _fingerprint(labels: np.ndarray) -> str:

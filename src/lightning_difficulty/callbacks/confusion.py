@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor
@@ -100,8 +100,10 @@ class ConfusionScore(PerSampleAccumulator):
 
     @override
     def compute(self, trainer: pl.Trainer, arrays: FitEndArrays) -> Contribution:
-        summary = {
+        summary: dict[str, Any] = {
             split: {"epochs": len(means), "mean_confusion_per_epoch": means}
             for split, means in self.epoch_means.items()
         }
+        if self.history:
+            summary["history"] = self.history
         return Contribution(columns=self.columns(), info=self.column_info(), summary=summary)

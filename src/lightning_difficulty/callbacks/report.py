@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from lightning_difficulty.callbacks.base import (
     ReportComposer,
     default_run_dir,
 )
-from lightning_difficulty.data import IndexedDataset, item_input
+from lightning_difficulty.data import item_input
 from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
 from lightning_difficulty.pipeline import analysis
 from lightning_difficulty.pipeline.analysis import ErrorTaxonomy, GroupSpec, HardSubsetSpec
@@ -37,9 +38,9 @@ from lightning_difficulty.pipeline.capture import (
     run_capture,
 )
 from lightning_difficulty.pipeline.compose import BASE_COLUMNS, compose_table, summarise_split
-from lightning_difficulty.pipeline.splits import split_loader
+from lightning_difficulty.pipeline.splits import dataset_labels, split_loader
 from lightning_difficulty.storage.atomic import write_json
-from lightning_difficulty.storage.outputs import RunOutputs
+from lightning_difficulty.storage.outputs import REPORT_FILES, RunOutputs
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -141,6 +142,7 @@ class DifficultyReport(ReportComposer):
         self.keep_cache = keep_cache
         self.table: pd.DataFrame | None = None
         self.summary: dict[str, Any] = {}
+        self._last_trainer: weakref.ref[pl.Trainer] | None = None
 
     @override
     def run_dir(self, trainer: pl.Trainer) -> Path:
@@ -186,12 +188,50 @@ class DifficultyReport(ReportComposer):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_superclass_count(trainer)
+        self._check_reference(trainer)
+        if trainer.is_global_zero and trainer.ckpt_path is None and not self._extends_previous_fit(trainer):
+            _discard_previous_report(self.run_dir(trainer))
+        self._last_trainer = weakref.ref(trainer)
         if self._plan.reference_dataloader is None and _augments(trainer.train_dataloader):
             rank_zero_warn(
                 "DifficultyReport: the training dataset applies random transforms, and the fit-end pass reuses it, "
                 "so the train split's `prediction`/`correct` (and the k-NN reference) come from augmented images. "
                 "Pass `reference_dataloader=` an un-augmented loader of the same training data."
             )
+
+    def _check_reference(self, trainer: pl.Trainer) -> None:
+        """Refuse, before training, a ``reference_dataloader`` that does not hold the training samples: another
+        length always, another label order where both datasets' labels are cheap to read."""
+        reference = self._plan.reference_dataloader
+        if reference is None:
+            return
+        train, ref = getattr(trainer.train_dataloader, "dataset", None), getattr(reference, "dataset", None)
+        try:
+            sizes = len(train), len(ref)  # type: ignore[arg-type]
+        except TypeError:
+            return
+        given = "DifficultyReport(reference_dataloader=...)"
+        if sizes[0] != sizes[1]:
+            raise ValueError(
+                f"{given}: its dataset has {sizes[1]} samples but the training dataset has {sizes[0]}. The reference "
+                "loader must hold the training samples in the same order (the same dataset without augmentation)."
+            )
+        labels = dataset_labels(train), dataset_labels(ref)
+        if labels[0] is not None and labels[1] is not None and (labels[0] != labels[1]).any():
+            differ = int((labels[0] != labels[1]).sum())
+            raise ValueError(
+                f"{given}: at {differ} of {sizes[0]} indices its label differs from the training dataset's, so it "
+                "holds the samples in another order. Build it from the same dataset, un-shuffled (`shuffle=False`), "
+                "with only the transform changed."
+            )
+
+    def _extends_previous_fit(self, trainer: pl.Trainer) -> bool:
+        previous = self._last_trainer() if self._last_trainer is not None else None
+        return previous is trainer and trainer.fit_loop.epoch_progress.current.completed > 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for ``ddp_spawn`` (the weak reference to the last Trainer stays behind)."""
+        return {**self.__dict__, "_last_trainer": None}
 
     def _check_superclass_count(self, trainer: pl.Trainer) -> None:
         """Refuse a superclass map made for another class count than the training labels' ``max + 1``.
@@ -202,17 +242,8 @@ class DifficultyReport(ReportComposer):
         """
         if self.error_taxonomy is None or self.error_taxonomy.superclasses is None:
             return
-        dataset = getattr(trainer.train_dataloader, "dataset", None)
-        dataset = dataset.dataset if isinstance(dataset, IndexedDataset) else dataset
-        tensors = getattr(dataset, "tensors", None)
-        targets = getattr(dataset, "targets", tensors[1] if isinstance(tensors, tuple) and len(tensors) > 1 else None)
-        if targets is None:
-            return
-        try:
-            labels = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
-        except (TypeError, ValueError):
-            return
-        if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.size == 0:
+        labels = dataset_labels(getattr(trainer.train_dataloader, "dataset", None))
+        if labels is None or labels.size == 0:
             return
         num_classes = int(labels.max()) + 1
         superclasses = self.error_taxonomy.superclasses
@@ -386,6 +417,11 @@ class DifficultyReport(ReportComposer):
         groups = derived.manifests.get("groups")
         if groups is not None:
             summary["groups"] = {"split": groups.split, "edges": list(groups.edges), "sizes": list(groups.sizes)}
+        history = [entry for _, part in contributions.values() for entry in part.summary.get("history", [])]
+        summary["history"] = sorted(
+            (dict(t) for t in {tuple(sorted(entry.items())) for entry in history}),
+            key=lambda entry: (entry["split"], entry["epoch"], entry["event"]),
+        )
         summary["skipped"] = list(skipped)
         return summary
 
@@ -480,6 +516,20 @@ class DifficultyReport(ReportComposer):
             except Exception as err:
                 _skip(skipped, f"a view of {owner}: {err!r}")
         logger.experiment.flush()
+
+
+def _discard_previous_report(run_dir: Path) -> None:
+    """A new fit into a folder that holds an earlier run's report: its records are being replaced, so its table
+    and summary go too (only this package's report files; a mixed folder would be read as one run)."""
+    present = [name for name in REPORT_FILES if (run_dir / name).exists()]
+    if not present:
+        return
+    for name in present:
+        (run_dir / name).unlink(missing_ok=True)
+    rank_zero_warn(
+        f"DifficultyReport: {run_dir} held an earlier run's report ({', '.join(present)}); a new fit writes there, so "
+        "those files were removed with that run's records. Give each run its own `dirpath` to keep both."
+    )
 
 
 def _difficulty_callbacks(trainer: pl.Trainer) -> list[DifficultyCallback]:

@@ -55,8 +55,10 @@ def compose_table(
 ) -> tuple[pd.DataFrame, dict[str, ColumnInfo], Contribution]:
     """``(table, column info, shared inputs)``: the pass's labels and predictions plus every callback's columns.
 
-    A column that two callbacks produce is kept from the first; the later callback's copy is renamed
-    ``<Class>#<n>:<column>`` (``n`` counts instances of that class) and a warning names both.
+    Callbacks that produce one column for disjoint splits fill it together (e.g. human annotations of the
+    training and the validation split). A column that two callbacks produce for the same split is kept from
+    the first; the later callback's copies are renamed ``<Class>#<n>:<column>`` (``n`` counts instances of
+    that class) and a warning names both.
     """
     columns: dict[str, dict[str, np.ndarray]] = {}
     for split, data in arrays.splits.items():
@@ -69,22 +71,32 @@ def compose_table(
             "label_issue_score": _self_confidence_issue(data.logits, labels),
         }
     info: dict[str, ColumnInfo] = {}
-    owners: dict[str, str] = {}
+    owners: dict[tuple[str, str], str] = {}  # (split, column) -> the callback that produced it
     seen_classes: dict[str, int] = {}
     shared = Contribution()
+    sizes = {split: len(cols["label"]) for split, cols in columns.items()}
+    keyed_by_training = _training_label_agreement(columns, contributions, skipped)
     for key, (cb, part) in contributions.items():
+        wrong = {s: len(next(iter(c.values()))) for s, c in part.columns.items() if c and s in sizes}
+        wrong = {s: n for s, n in wrong.items() if n != sizes[s]}
+        if wrong:
+            reason = f"{key}: its columns have {wrong} rows but the fit-end pass has {sizes}"
+            skipped.append(reason)
+            rank_zero_warn(f"DifficultyReport skipped {reason}.")
+            continue
         name = type(cb).__name__
         seen_classes[name] = seen_classes.get(name, 0) + 1
         prefix = ""
-        produced = {c for cols in part.columns.values() for c in cols if c != "label"}
-        clash = sorted(c for c in produced if c in owners)
+        produced = {(split, c) for split, cols in part.columns.items() for c in cols if c != "label"}
+        clash = sorted(produced & owners.keys())
         if clash:
             prefix = f"{name}#{seen_classes[name]}:"
+            first = owners[clash[0]]
             rank_zero_warn(
-                f"{key} produces the columns {clash} that {owners[clash[0]]} already produced: its columns are "
-                f"prefixed {prefix!r}."
+                f"{key} produces the columns {sorted({c for _, c in clash})} of split {clash[0][0]!r} that {first} "
+                f"already produced: its columns are prefixed {prefix!r}."
             )
-            skipped.append(f"column names of {key}: prefixed {prefix!r} (clash with {owners[clash[0]]})")
+            skipped.append(f"column names of {key}: prefixed {prefix!r} (clash with {first})")
         for split, cols in part.columns.items():
             target = columns.setdefault(split, {})
             for column, values in cols.items():
@@ -92,7 +104,7 @@ def compose_table(
                     target.setdefault("label", values)
                     continue
                 target[prefix + column] = values
-                owners.setdefault(prefix + column, key)
+                owners.setdefault((split, prefix + column), key)
         info.update({prefix + column: meta for column, meta in part.info.items()})
         shared.annotation_counts.update(part.annotation_counts)
         if shared.neighbours is None and part.neighbours is not None:
@@ -101,7 +113,48 @@ def compose_table(
                 part.probe_names,
                 part.embeddings,
             )
+    for split, labels in keyed_by_training.items():  # the pass read the split in another order: keep no row of it
+        n = len(labels)
+        for column in [c for c in columns[split] if c not in ("label", *_training_columns(contributions, split))]:
+            values = columns[split][column]
+            columns[split][column] = np.full(n, -1 if values.dtype.kind in "iu" else np.nan)
+        columns[split]["label"] = labels
     return build_table(columns), info, shared
+
+
+def _training_columns(contributions: Mapping[str, tuple[DifficultyCallback, Contribution]], split: str) -> list[str]:
+    """Columns of ``split`` from measures read during training (those that report the labels they saw)."""
+    return [
+        c for _, part in contributions.values() if "label" in part.columns.get(split, {}) for c in part.columns[split]
+    ]
+
+
+def _training_label_agreement(
+    columns: dict[str, dict[str, np.ndarray]],
+    contributions: Mapping[str, tuple[DifficultyCallback, Contribution]],
+    skipped: list[str],
+) -> dict[str, np.ndarray]:
+    """Splits whose fit-end pass labels disagree with the labels the training loop saw at the same index (a
+    ``reference_dataloader`` in another order): ``split -> the training loop's labels``."""
+    out: dict[str, np.ndarray] = {}
+    for key, (_, part) in contributions.items():
+        for split, cols in part.columns.items():
+            seen, passed = cols.get("label"), columns.get(split, {}).get("label")
+            if seen is None or passed is None or split in out or len(seen) != len(passed):
+                continue
+            both = (np.asarray(seen) >= 0) & (passed >= 0)
+            differ = int((np.asarray(seen)[both] != passed[both]).sum())
+            if differ:
+                reason = (
+                    f"the fit-end pass of split {split!r}: at {differ} of {int(both.sum())} indices its label differs "
+                    f"from the label {key} saw during training, so the pass read the split in another order (a "
+                    "`reference_dataloader` must hold the training samples in the same order). Its columns of "
+                    "that split are left empty; the training-time columns are kept"
+                )
+                skipped.append(reason)
+                rank_zero_warn(f"DifficultyReport skipped {reason}.")
+                out[split] = np.asarray(seen)
+    return out
 
 
 def _self_confidence_issue(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 if TYPE_CHECKING:
@@ -31,8 +34,50 @@ def validation_loaders(trainer: pl.Trainer) -> list[DataLoader]:
     return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
 
 
+def check_split_name(split: Any, argument: str = "split") -> str:
+    """``split`` if it names a split (``"train"``, ``"val"``, ``"val_<i>"``); else a ``ValueError`` with the choices.
+
+    Example::
+
+        >>> check_split_name("val_1")
+        'val_1'
+    """
+    if not isinstance(split, str) or not re.fullmatch(r"train|val|val_[1-9][0-9]*", split):
+        raise ValueError(
+            f"Invalid value for {argument}={split!r}. Splits are 'train' (the training dataloader), 'val' (the first "
+            "validation dataloader) and 'val_1', 'val_2', ... (the others); a test set goes in as a validation "
+            "dataloader."
+        )
+    return split
+
+
+def dataset_labels(dataset: Any) -> np.ndarray | None:
+    """The labels of a dataset when they can be read without loading samples (``targets``, a
+    ``TensorDataset``'s second tensor, through wrappers with ``.dataset``); ``None`` otherwise.
+
+    Example::
+
+        >>> dataset_labels(torch.utils.data.TensorDataset(torch.zeros(3, 2), torch.tensor([2, 0, 1]))).tolist()
+        [2, 0, 1]
+    """
+    for _ in range(4):
+        tensors = getattr(dataset, "tensors", None)
+        targets = getattr(dataset, "targets", tensors[1] if isinstance(tensors, tuple) and len(tensors) > 1 else None)
+        if targets is not None:
+            try:
+                labels = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
+            except (TypeError, ValueError):
+                return None
+            return labels if labels.ndim == 1 and labels.dtype.kind in "iu" else None
+        dataset = getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    return None
+
+
 def split_loader(trainer: pl.Trainer, split: str) -> Any:
     """The trainer's dataloader of ``split``, the inverse of :func:`split_name` (``None`` if absent)."""
+    check_split_name(split)
     if split == "train":
         return trainer.train_dataloader
     loaders = validation_loaders(trainer)

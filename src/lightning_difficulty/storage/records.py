@@ -14,9 +14,10 @@ Ensembles of seeds (Albiero et al., Eq. 1-3) need each epoch's probability vecto
      "label_fingerprint": "sha256:..." or null, "epochs": [int, ...]}
 
 Writers: :class:`EpochRecorder` streams a training run's rows (each rank appends its rows to a
-private log with sequential writes and a bounded buffer; at epoch end rank 0 merges the logs into the
-epoch file; a sample seen more than once in one epoch, e.g. ``DistributedSampler`` padding, gets the
-mean of its probability vectors ("probs") or its first occurrence from the lowest rank ("topk"));
+private log of the open epoch with sequential writes and a bounded buffer; at epoch end rank 0 merges the
+logs into the epoch file; the logs stay until the fit has finished, so a resume from any checkpoint of the
+fit rebuilds its open epoch exactly; a sample seen more than once in one epoch, e.g. ``DistributedSampler``
+padding, gets the mean of its probability vectors ("probs") or its first occurrence from the lowest rank ("topk"));
 :func:`write_epoch_record` writes one whole epoch at once. Reader: :func:`read_records`, which
 memory-maps each epoch (:class:`RunRecords`, :class:`EpochRecord`). Combining runs lives in
 :mod:`lightning_difficulty.runs.combine`; the top-k maths in :mod:`lightning_difficulty.functional.topk`.
@@ -205,6 +206,8 @@ class EpochRecorder:
     flush_rows: int = 65536
     label_fingerprint: str | None = None
     epochs: list[int] = field(default_factory=list)
+    epoch: int = 0
+    """The open epoch: the one whose log :meth:`add` appends to (the next one after :meth:`finish_epoch`)."""
     _buffer: list[tuple[Tensor, Tensor]] = field(default_factory=list, repr=False)
     _buffered_rows: int = 0
 
@@ -221,8 +224,17 @@ class EpochRecorder:
         """File of ``epoch``; ``part`` is ``"probs"``, ``"topk_values"`` or ``"topk_indices"``."""
         return epoch_file(self.directory, epoch, part)
 
-    def _log_paths(self, rank: int) -> tuple[Path, Path]:
-        return self.directory / f".log.rank{rank}.idx", self.directory / f".log.rank{rank}.val"
+    def _log_paths(self, rank: int, epoch: int | None = None) -> tuple[Path, Path]:
+        stem = f".log.e{self.epoch if epoch is None else epoch:04d}.rank{rank}"
+        return self.directory / f"{stem}.idx", self.directory / f"{stem}.val"
+
+    def _own_logs(self) -> dict[int, tuple[Path, Path]]:
+        """This rank's logs on disk, by epoch."""
+        found = {}
+        for path in self.directory.glob(f".log.e*.rank{self.rank}.idx"):
+            epoch = int(path.name.split(".")[2][1:])
+            found[epoch] = self._log_paths(self.rank, epoch)
+        return found
 
     def add(self, indices: Tensor, probs: Tensor) -> None:
         """Buffer one batch (device tensors are copied to host at flush time only)."""
@@ -254,15 +266,45 @@ class EpochRecorder:
         idx_path, _ = self._log_paths(self.rank)
         return idx_path.stat().st_size // 8 if idx_path.exists() else 0
 
-    def truncate_log(self, rows: int) -> None:
-        """Cut this rank's log back to ``rows`` rows (rows written after a checkpoint are dropped)."""
+    def truncate_log(self, rows: int) -> bool:
+        """Cut the open epoch's log of this rank back to ``rows`` rows (rows written after a checkpoint are
+        dropped). Returns ``False`` when the log holds fewer rows than that (its rows are gone)."""
         idx_path, val_path = self._log_paths(self.rank)
         if not idx_path.exists():
-            return
+            return rows == 0
+        if idx_path.stat().st_size < rows * 8 or val_path.stat().st_size < rows * 4 * self.row_width:
+            return False
         with idx_path.open("r+b") as fh:
             fh.truncate(rows * 8)
         with val_path.open("r+b") as fh:
             fh.truncate(rows * 4 * self.row_width)
+        return True
+
+    def keep_only(self, open_epoch: int | None) -> None:
+        """Drop this rank's logs of every epoch that is neither finished nor ``open_epoch`` (a resumed run's
+        abandoned future); on rank 0 also the epoch files not in :attr:`epochs`, and rewrite the manifest."""
+        for epoch, paths in self._own_logs().items():
+            if epoch not in self.epochs and epoch != open_epoch:
+                for path in paths:
+                    path.unlink(missing_ok=True)
+        if self.rank != 0:
+            return
+        for parts in _PARTS.values():
+            for part in parts.values():
+                for path in self.directory.glob(epoch_file(self.directory, "*", part).name):
+                    if int(path.name.split(".")[0].split("_")[1]) not in self.epochs:
+                        path.unlink(missing_ok=True)
+        if self.epochs:
+            self.write_manifest()
+        else:
+            (self.directory / MANIFEST).unlink(missing_ok=True)
+
+    def release_logs(self) -> None:
+        """Delete this rank's logs (once the fit has finished: no checkpoint of it needs them any more)."""
+        self.flush()
+        for paths in self._own_logs().values():
+            for path in paths:
+                path.unlink(missing_ok=True)
 
     @staticmethod
     def discard_previous(root: Path, split: str) -> None:
@@ -271,43 +313,50 @@ class EpochRecorder:
         if not directory.is_dir():
             return
         patterns = [epoch_file(directory, "*", part).name for parts in _PARTS.values() for part in parts.values()]
-        for pattern in (*patterns, ".log.rank*"):
+        for pattern in (*patterns, ".log.*"):
             for path in directory.glob(pattern):
                 path.unlink(missing_ok=True)
         (directory / MANIFEST).unlink(missing_ok=True)
 
     def discard_log(self) -> None:
+        """Forget this rank's buffered rows and every log it wrote (a split starting afresh)."""
         self._buffer.clear()
         self._buffered_rows = 0
-        for path in self._log_paths(self.rank):
-            path.unlink(missing_ok=True)
+        for paths in self._own_logs().values():
+            for path in paths:
+                path.unlink(missing_ok=True)
 
     def finish_epoch(self, epoch: int, *, world_size: int) -> None:
         """Merge all ranks' logs into the epoch file. Call on rank 0 after every other rank flushed.
 
         The logs are read ``LOG_BLOCK`` rows at a time into memmapped outputs, so the merge holds O(N) counts,
-        never the ``(N, C)`` epoch, in memory."""
+        never the ``(N, C)`` epoch, in memory. The logs are kept (see :meth:`release_logs`)."""
         self.flush()
         files = epoch_files(self.directory, epoch, self.kind)
         if self.kind == "probs":
             with atomic_path(files["probs"]) as tmp:
-                self._merge_mean(_new_npy(tmp, np.float32, (self.num_samples, self.num_classes), np.nan), world_size)
+                out = _new_npy(tmp, np.float32, (self.num_samples, self.num_classes), np.nan)
+                self._merge_mean(out, epoch, world_size)
         else:
             shape = (self.num_samples, self.topk)
             with atomic_path(files["values"]) as values, atomic_path(files["indices"]) as classes:
                 self._merge_first(
-                    _new_npy(values, np.float32, shape, np.nan), _new_npy(classes, np.int32, shape, -1), world_size
+                    _new_npy(values, np.float32, shape, np.nan),
+                    _new_npy(classes, np.int32, shape, -1),
+                    epoch,
+                    world_size,
                 )
-        for rank in range(world_size):
-            for path in self._log_paths(rank):
-                path.unlink(missing_ok=True)
         if epoch not in self.epochs:
             self.epochs.append(epoch)
+        self.epoch = epoch + 1  # the next epoch's rows go to a log of their own
         self.write_manifest()
 
-    def _log_blocks(self, rank: int, *, backwards: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(dataset indices, row values)`` of a rank's log, ``LOG_BLOCK`` rows at a time."""
-        idx_path, val_path = self._log_paths(rank)
+    def _log_blocks(
+        self, rank: int, epoch: int, *, backwards: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(dataset indices, row values)`` of a rank's log of ``epoch``, ``LOG_BLOCK`` rows at a time; rows
+        routed to no sample (index outside ``[0, N)``: unlabelled or ignored presentations) are left out."""
+        idx_path, val_path = self._log_paths(rank, epoch)
         if not idx_path.exists():
             return
         width = self.row_width
@@ -317,13 +366,14 @@ class EpochRecorder:
             count = min(LOG_BLOCK, rows - start)
             idx = np.fromfile(idx_path, dtype=np.int64, count=count, offset=start * 8)
             val = np.fromfile(val_path, dtype=np.float32, count=count * width, offset=start * width * 4)
-            yield idx, val.reshape(count, width)
+            keep = (idx >= 0) & (idx < self.num_samples)
+            yield idx[keep], val.reshape(count, width)[keep]
 
-    def _merge_mean(self, out: np.ndarray, world_size: int) -> None:
+    def _merge_mean(self, out: np.ndarray, epoch: int, world_size: int) -> None:
         """Mean of every logged row per sample (DDP padding logs a sample twice); NaN for samples never seen."""
         count = np.zeros(self.num_samples, dtype=np.int64)
         for rank in range(world_size):
-            for idx, val in self._log_blocks(rank):
+            for idx, val in self._log_blocks(rank, epoch):
                 while idx.size:  # one pass per repetition of an index inside the block
                     first = np.unique(idx, return_index=True)[1]
                     rows, seen = idx[first], count[idx[first]][:, None]
@@ -335,11 +385,11 @@ class EpochRecorder:
                     idx, val = idx[rest], val[rest]
         out.flush()  # type: ignore[attr-defined]
 
-    def _merge_first(self, values: np.ndarray, classes: np.ndarray, world_size: int) -> None:
+    def _merge_first(self, values: np.ndarray, classes: np.ndarray, epoch: int, world_size: int) -> None:
         """The first logged row per sample, lower ranks first (blocks written backwards, so earlier rows win)."""
         k = self.topk
         for rank in reversed(range(world_size)):
-            for idx, val in self._log_blocks(rank, backwards=True):
+            for idx, val in self._log_blocks(rank, epoch, backwards=True):
                 rows = np.unique(idx, return_index=True)[1]  # first occurrence in this block
                 values[idx[rows]] = val[rows, :k]
                 classes[idx[rows]] = val[rows, k:].astype(np.int32)
