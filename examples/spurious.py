@@ -45,10 +45,10 @@ from lightning_difficulty import (
     IndexedDataset,
     TrainingDynamics,
     group_balanced_sampler,
+    groups_from_run,
 )
 from lightning_difficulty.demo.datasets import ArrayDataset
 from lightning_difficulty.demo.models import SmallCNN
-from lightning_difficulty.groups import groups_from_run
 
 MODES: dict[str, dict[str, Any]] = {
     "full": {"seeds": 3, "epochs": 30, "first_epochs": 10},

@@ -19,9 +19,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lightning_difficulty import IndexedDataset, read_scores
+from lightning_difficulty import IndexedDataset, groups_from_run, read_scores
 from lightning_difficulty.demo.datasets import ArrayDataset
-from lightning_difficulty.groups import groups_from_run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "spurious.py"
 TRAIN = 160

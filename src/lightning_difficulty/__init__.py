@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lightning_difficulty.data import BatchKeys, IndexedDataset, MissingIndexError
     from lightning_difficulty.functional.taxonomy import TaxonomyThresholds
     from lightning_difficulty.groupdro import GroupDROLoss, GroupDROModule, group_balanced_sampler
+    from lightning_difficulty.groups import groups_from_run
     from lightning_difficulty.pipeline.analysis import ErrorTaxonomy
     from lightning_difficulty.pipeline.capture import CaptureRequest
     from lightning_difficulty.runs.combine import combine_runs
@@ -60,6 +61,7 @@ _LOCATIONS = {
     "compare_runs": "lightning_difficulty.runs.compare",
     "evaluate_predictions": "lightning_difficulty.runs.compare",
     "group_balanced_sampler": "lightning_difficulty.groupdro",
+    "groups_from_run": "lightning_difficulty.groups",
     "read_scores": "lightning_difficulty.storage.table",
 }
 
@@ -92,6 +94,7 @@ __all__ = [
     "compare_runs",
     "evaluate_predictions",
     "group_balanced_sampler",
+    "groups_from_run",
     "read_scores",
 ]
 
