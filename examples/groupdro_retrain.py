@@ -42,6 +42,7 @@ from lightning_difficulty import (
     GroupsManifest,
     IndexedDataset,
     group_balanced_sampler,
+    groups_from_run,
 )
 from lightning_difficulty.demo.datasets import (
     ArrayDataset,
@@ -184,19 +185,18 @@ def split_column(table: pd.DataFrame, split: str, column: str, size: int) -> np.
 
 
 def read_groups(table: pd.DataFrame, run_dir: Path, splits: Splits) -> Groups:
-    """Train and val groups from the ``group`` column, the hard subset from ``hard``, edges from groups.json."""
+    """Train and val groups through ``groups_from_run``, the hard subset from ``hard``, edges from groups.json."""
     manifest = GroupsManifest.from_json(run_dir / "groups.json")
-    train = split_column(table, "train", "group", len(splits.train)).astype(np.int64)
-    val = split_column(table, "val", "group", len(splits.val)).astype(np.int64)
-    hard = split_column(table, "val", "hard", len(splits.val)).astype(bool)
-    if (train < 0).any() or (val < 0).any():
-        raise ValueError("Some samples have no confusion score (group -1); train and validate every epoch.")
     if min(manifest.sizes) == 0:
         confusion = split_column(table, "train", "confusion", len(splits.train))
         raise SystemExit(
             f"The band edges {list(manifest.edges)} leave a training band empty (sizes {list(manifest.sizes)});"
             f" train confusion spans [{confusion.min():.3f}, {confusion.max():.3f}] nats. Pick --threshold inside it."
         )
+    # The user's path: the bands of each split, checked against the dataset's length and labels.
+    train = groups_from_run(run_dir, splits.train, score="group", split="train")
+    val = groups_from_run(run_dir, splits.val, score="group", split="val")
+    hard = split_column(table, "val", "hard", len(splits.val)).astype(bool)
     return Groups(manifest, train, val, hard)
 
 
