@@ -455,14 +455,21 @@ def test_forward_returning_narrow_features_is_refused_at_the_first_batch(tmp_pat
     assert model.steps == 1
 
 
-def test_forward_returning_wide_features_is_flagged(tmp_path: Path) -> None:
-    # 16 features for 4 classes may be a model with spare outputs, so a warning is enough; silence is not
+def test_forward_returning_wide_features_is_refused_at_the_first_epoch_end(tmp_path: Path) -> None:
+    # 16 features for 4 classes: most argmaxes name a class no label uses, so they are not logits
     model = FeaturesNet(width=16)
-    error, warned = _first_batch_failure(tmp_path, model)
-    if error is not None:
-        assert "logits_from" in str(error) and model.steps == 1, repr(error)
-    else:
-        assert any("logits_from" in text for text in warned), f"features scored as logits in silence: {warned}"
+    error, _ = _first_batch_failure(tmp_path, model)
+    assert isinstance(error, ValueError), repr(error)
+    assert 'logits_from="<the head module>"' in str(error) and "num_classes=16" in str(error)
+    assert model.steps == N_TRAIN // BATCH  # one epoch, not the whole fit
+
+
+def test_a_model_with_spare_outputs_is_scored_when_num_classes_says_so(tmp_path: Path) -> None:
+    model = FeaturesNet(width=16)
+    fit(tmp_path, model, [ConfusionScore(num_classes=16), report()], epochs=2, no_val=True)
+    assert model.steps == 2 * N_TRAIN // BATCH
+    with pytest.raises(ValueError, match=r"num_classes=10.*16 columns"):
+        fit(tmp_path / "again", FeaturesNet(width=16), [ConfusionScore(num_classes=10), report()], no_val=True)
 
 
 def test_forward_returning_a_tuple_is_refused_naming_logits_from(tmp_path: Path) -> None:

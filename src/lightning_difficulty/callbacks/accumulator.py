@@ -103,13 +103,16 @@ class SplitAccumulator:
         # three extra slots route rows without a per-batch device sync (out_of_range, skipped, replay)
         n, dev = self.num_samples + 3, self.device
         self.sums = torch.zeros((len(self.values), n), dtype=torch.float64, device=dev)  # one row per value
+        self.predicted = torch.zeros(self.num_classes, dtype=torch.int64, device=dev)  # argmax counts per class
         self.count = torch.zeros(n, dtype=torch.int64, device=dev)
         self.epoch_labels = torch.full((n,), -1, dtype=torch.int64, device=dev)
 
     def to(self, device: torch.device) -> None:
         """Move the open epoch's buffers (restored on the CPU) to the training device."""
         self.device = device
-        self.sums, self.count, self.epoch_labels = (t.to(device) for t in (self.sums, self.count, self.epoch_labels))
+        self.sums, self.count, self.epoch_labels, self.predicted = (
+            t.to(device) for t in (self.sums, self.count, self.epoch_labels, self.predicted)
+        )
         if self.replayed is not None:
             self.replayed = self.replayed.to(device)
 
@@ -123,8 +126,9 @@ class SplitAccumulator:
             index = torch.where(self.replayed[index], self.replay, index)
         return index
 
-    def add(self, slots: Tensor, batch_values: dict[str, Tensor], targets: Tensor) -> None:
+    def add(self, slots: Tensor, batch_values: dict[str, Tensor], targets: Tensor, logits: Tensor) -> None:
         """Add one batch's values at the slots given by :meth:`route`."""
+        self.predicted.index_add_(0, logits.argmax(dim=1), torch.ones_like(slots))
         self.sums.index_add_(1, slots, torch.stack([batch_values[name] for name in self.values]).double())
         self.count.index_add_(0, slots, torch.ones_like(slots))
         self.epoch_labels.scatter_reduce_(0, slots, targets.to(self.device), reduce="amax")
@@ -145,6 +149,8 @@ class PerSampleAccumulator(DifficultyCallback):
             ``"none"`` or ``"auto"`` (``"probs"`` up to 100 classes, else ``"topk"``).
         topk: vector length of the ``"topk"`` record.
         record_dir: where records go (default ``<run dir>/records``, beside the report's table).
+        num_classes: the model's number of classes, when it has classes that no label uses (otherwise an output
+            whose predictions mostly name such classes is refused at the first epoch end as not being logits).
     """
 
     values: ClassVar[tuple[str, ...]] = ()
@@ -161,6 +167,7 @@ class PerSampleAccumulator(DifficultyCallback):
         record: RecordMode = "none",
         topk: int = 5,
         record_dir: str | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         unknown = [s for s in splits if s not in SPLITS]
@@ -170,6 +177,11 @@ class PerSampleAccumulator(DifficultyCallback):
             raise ValueError(f"Invalid value for record={record!r}. Must be 'auto', 'probs', 'topk' or 'none'.")
         if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
             raise ValueError(f"Expected argument `topk` to be a positive integer, but got {topk!r}.")
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ValueError(f"Expected argument `num_classes` to be a positive integer, but got {num_classes!r}.")
+        self.num_classes = num_classes
         self.splits = tuple(splits)
         self.batch_keys = batch_keys
         self.logits_from = logits_from
@@ -183,7 +195,7 @@ class PerSampleAccumulator(DifficultyCallback):
         self._checked: set[str] = set()
         self._records_root: Path | None = None
         self._restored = False
-        self._warned_width: set[str] = set()
+        self._classes_checked: set[str] = set()
         self._strategy: Strategy | None = None
         self._rank = 0
         self._trainer_ref: weakref.ref[pl.Trainer] | None = None
@@ -249,7 +261,7 @@ class PerSampleAccumulator(DifficultyCallback):
             self._restored = True
         else:  # a new fit (or this callback reused in another Trainer): per-fit state starts clean
             self._accumulators, self._checked, self._restored = {}, set(), False
-            self._warned_width, self._history = set(), []
+            self._classes_checked, self._history = set(), []
         self._trainer_ref = weakref.ref(trainer)
         self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
         self._strategy = trainer.strategy  # state_dict() gets no trainer, but its collectives go through the strategy
@@ -409,7 +421,7 @@ class PerSampleAccumulator(DifficultyCallback):
                 logits = logits.float()
             targets = targets.to(acc.device)
             slots = acc.route(index, targets >= 0 if self.needs_labels else None)  # unlabelled rows skip
-            acc.add(slots, self.per_batch(logits, targets.clamp(min=0)), targets)
+            acc.add(slots, self.per_batch(logits, targets.clamp(min=0)), targets, logits)
             if acc.recorder is not None:
                 acc.recorder.add(slots, torch.softmax(logits, dim=1))
 
@@ -421,6 +433,12 @@ class PerSampleAccumulator(DifficultyCallback):
             if acc.recorder is not None:
                 acc.recorder.discard_log()
             self._accumulators[split] = acc
+            if self.num_classes not in (None, acc.num_classes):
+                raise ValueError(
+                    f"{type(self).__name__}(num_classes={self.num_classes}): the captured output of split {split!r} "
+                    f"has {acc.num_classes} columns. Pass the width of the model's class logits, or leave num_classes "
+                    "out."
+                )
         elif acc.num_classes != logits.shape[1]:
             raise ValueError(
                 f"{type(self).__name__}: the logits of split {split!r} have {logits.shape[1]} columns but earlier "
@@ -454,6 +472,7 @@ class PerSampleAccumulator(DifficultyCallback):
         sums = reduce(acc.sums, reduce_op="sum").cpu().numpy()[:, :n]
         count = reduce(acc.count, reduce_op="sum").cpu().numpy()
         labels = reduce(acc.epoch_labels, reduce_op="max").cpu().numpy()
+        predicted = reduce(acc.predicted, reduce_op="sum").cpu().numpy()
         if count[acc.out_of_range]:
             raise IndexError(
                 f"{type(self).__name__}: {int(count[acc.out_of_range])} rows of split {split!r} in epoch {epoch} had "
@@ -480,7 +499,7 @@ class PerSampleAccumulator(DifficultyCallback):
             )
         acc.replayed = None
         count, labels = count[:n], labels[:n]
-        self._warn_wide_logits(split, acc.num_classes, labels)
+        self._check_predicted_classes(split, epoch, predicted, labels)
         seen = count > 0
         means = {name: np.where(seen, sums[i] / np.maximum(count, 1), np.nan) for i, name in enumerate(self.values)}
         self.fold(acc.states, means, seen)
@@ -513,14 +532,24 @@ class PerSampleAccumulator(DifficultyCallback):
         """Where Lightning skipped or replayed part of the run (resumes), as ``summary.json["history"]`` lists it."""
         return [dict(entry) for entry in self._history]
 
-    def _warn_wide_logits(self, split: str, width: int, labels: np.ndarray) -> None:
+    def _check_predicted_classes(self, split: str, epoch: int, predicted: np.ndarray, labels: np.ndarray) -> None:
+        """Refuse, at the first epoch end, a captured output whose argmax mostly names classes no label uses: a
+        ``forward`` that returns features (the head applied in the step) would be scored as logits."""
+        if split in self._classes_checked or self.num_classes is not None:
+            return
+        self._classes_checked.add(split)
         classes = int(labels.max()) + 1 if labels.size else 0
-        if split not in self._warned_width and classes and width > classes:
-            self._warned_width.add(split)
-            rank_zero_warn(
-                f"{type(self).__name__}: the captured logits of split {split!r} have {width} columns but the labels "
-                f"seen span {classes} classes. If `forward` returns features and the step applies a head, the scores "
-                'are wrong: pass logits_from="<the head module>". (Ignore this if the model has unused classes.)'
+        total = int(predicted.sum())
+        if not classes or predicted.shape[0] <= classes or not total:
+            return
+        foreign = int(predicted[classes:].sum())
+        if foreign / total > FOREIGN_PREDICTIONS:
+            raise ValueError(
+                f"{type(self).__name__}: the captured output of split {split!r} has {predicted.shape[0]} columns but "
+                f"the labels use {classes} classes, and {foreign} of {total} predictions in epoch {epoch} are classes "
+                "no label uses: it is not the class logits (a `forward` that returns features, with the head applied "
+                f'in the step?). Pass logits_from="<the head module>"; if the model really has {predicted.shape[0]} '
+                f"classes, pass num_classes={predicted.shape[0]}."
             )
 
     def _log_epoch(
@@ -635,6 +664,10 @@ class PerSampleAccumulator(DifficultyCallback):
                 "(the fit that wrote it had finished); this epoch's record lacks them, so `combine` of this run "
                 "differs from its table for that epoch",
             )
+
+
+FOREIGN_PREDICTIONS = 0.5
+"""Share of an epoch's predictions naming classes that no label uses above which the output is refused."""
 
 
 def _fingerprint(labels: np.ndarray) -> str:

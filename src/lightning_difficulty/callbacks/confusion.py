@@ -36,6 +36,8 @@ class ConfusionScore(PerSampleAccumulator):
         batch_keys: where the index/target are in the batch.
         logits_from: name of the submodule whose output are the logits (default: the module's forward).
         record_dir: where records go (default ``<run dir>/records``, beside the report's table).
+        num_classes: the model's number of classes when some of them no label uses (see
+            :class:`~lightning_difficulty.callbacks.accumulator.PerSampleAccumulator`).
 
     Example::
 
@@ -57,9 +59,16 @@ class ConfusionScore(PerSampleAccumulator):
         batch_keys: BatchKeys | None = None,
         logits_from: str | None = None,
         record_dir: str | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__(
-            splits, batch_keys=batch_keys, logits_from=logits_from, record=record, topk=topk, record_dir=record_dir
+            splits,
+            batch_keys=batch_keys,
+            logits_from=logits_from,
+            record=record,
+            topk=topk,
+            record_dir=record_dir,
+            num_classes=num_classes,
         )
 
     @override
