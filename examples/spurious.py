@@ -8,12 +8,14 @@ validation and test images. The true groups (class x patch) are used only to eva
 Per seed, with the same architecture (``SmallCNN``), budget and initial weights for every method:
 
 1. a first ERM run with ``ConfusionScore``, ``TrainingDynamics`` and ``DifficultyReport`` writes a run folder;
-2. groupings are derived from that folder with ``groups_from_run`` (the user's path): the confusion bands of
-   ``groups.json``, the first model's errors, ``label_issue_score`` and AUM (each split by class);
-3. retrainings: ERM; GroupDRO on each derived grouping; JTT-style upweighting of the error set (a
-   ``group_balanced_sampler`` draws it as often as the rest); oracle GroupDRO on the true groups;
+   it is shorter (``--first-epochs``, a third of the budget), like JTT's first model;
+2. groupings are derived from that folder with ``groups_from_run`` (the user's path): the ten quantile
+   confusion bands of ``groups.json``; and, split by class, the first model's errors and the hardest
+   ``--hard-fraction`` (10 %) by confusion, ``label_issue_score`` and AUM;
+3. retrainings: ERM; GroupDRO on each derived grouping; JTT-style upweighting of the error set and of the AUM
+   hard group (a ``group_balanced_sampler`` draws it as often as the rest); oracle GroupDRO on the true groups;
 4. average and worst-group test accuracy (true groups), and how well each grouping's hard group finds the
-   true minority (precision, recall).
+   true minority (precision, recall). Means and sample standard deviations (ddof 1) over the seeds.
 
     python examples/spurious.py --quick            # one seed, about a minute on 2 cores
     python examples/spurious.py --quick --json     # last line: {method: {"average": ..., "worst_group": ...}}
@@ -56,14 +58,16 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-# The derived groupings GroupDRO is trained on (JTT-style upweighting uses the errors and the AUM hard group).
-DRO_GROUPINGS = (
-    "confusion_bands",
-    "confusion_by_class",
-    "errors_by_class",
-    "label_issue_score_by_class",
-    "aum_by_class",
-)
+# Derived methods: method -> (how it retrains, the grouping it uses); JTT-style = upweighting the hard group.
+METHODS: dict[str, tuple[str, str]] = {
+    "groupdro_confusion_bands": ("groupdro", "confusion_bands"),
+    "groupdro_confusion_by_class": ("groupdro", "confusion_by_class"),
+    "groupdro_errors_by_class": ("groupdro", "errors_by_class"),
+    "groupdro_label_issue_score_by_class": ("groupdro", "label_issue_score_by_class"),
+    "groupdro_aum_by_class": ("groupdro", "aum_by_class"),
+    "jtt_errors": ("jtt", "errors_by_class"),
+    "jtt_aum": ("jtt", "aum_by_class"),
+}
 
 
 @dataclass
@@ -217,16 +221,34 @@ def first_run(args: argparse.Namespace, bench: Benchmark, seed: int, run_dir: Pa
     return run_dir
 
 
-def derive_groupings(args: argparse.Namespace, run_dir: Path, bench: Benchmark) -> dict[str, Grouping]:
-    """Every derived grouping, read from the run folder through ``groups_from_run``."""
-    train = IndexedDataset(bench.train.data)
-    bands = groups_from_run(run_dir, train, score="group")
-    found = {"confusion_bands": Grouping(bands, bands == bands.max())}
+def grouping_requests(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The ``groups_from_run`` arguments of every derived grouping."""
+    requests: dict[str, dict[str, Any]] = {"confusion_bands": {"score": "group", "by_class": False}}
     for score in ("confusion", "errors", "label_issue_score", "aum"):
         fraction = None if score == "errors" else args.hard_fraction
-        groups = groups_from_run(run_dir, train, score=score, by_class=True, hard_fraction=fraction)
-        found[f"{score}_by_class"] = Grouping(groups, groups % 2 == 1)
-    return found
+        requests[f"{score}_by_class"] = {"score": score, "by_class": True, "hard_fraction": fraction}
+    return requests
+
+
+def derive_groupings(
+    args: argparse.Namespace, run_dir: Path, bench: Benchmark
+) -> tuple[dict[str, Grouping], dict[str, str]]:
+    """Every derived grouping, read from the run folder through ``groups_from_run``, and those it refused.
+
+    A refusal (e.g. a first model without a single training error) is kept with its reason, and the methods
+    that need that grouping are left out of this seed.
+    """
+    train = IndexedDataset(bench.train.data)
+    found: dict[str, Grouping] = {}
+    refused: dict[str, str] = {}
+    for name, kwargs in grouping_requests(args).items():
+        try:
+            groups = groups_from_run(run_dir, train, **kwargs)
+        except ValueError as error:
+            refused[name] = str(error)
+            continue
+        found[name] = Grouping(groups, groups == groups.max() if name == "confusion_bands" else groups % 2 == 1)
+    return found, refused
 
 
 def train_erm(args: argparse.Namespace, bench: Benchmark, seed: int, sampler: Sampler | None = None) -> nn.Module:
@@ -272,17 +294,25 @@ def precision_recall(hard: np.ndarray, minority: np.ndarray) -> dict[str, float]
     return {"precision": found / max(int(hard.sum()), 1), "recall": found / max(int(minority.sum()), 1)}
 
 
+def train_method(args: argparse.Namespace, bench: Benchmark, seed: int, method: str, grouping: Grouping) -> nn.Module:
+    """One derived method: GroupDRO over the grouping, or JTT-style upweighting of its hard group."""
+    if METHODS[method][0] == "groupdro":
+        return train_groupdro(args, bench, seed, grouping.groups)
+    return train_erm(args, bench, seed, jtt_sampler(grouping, seed))
+
+
 def run_seed(args: argparse.Namespace, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
     """All methods for one seed: test accuracies per method, precision/recall per derived grouping."""
     bench = make_benchmark(args, seed)
     start = time.perf_counter()
     run_dir = first_run(args, bench, seed, args.out / f"seed{seed}" / "first_run")
-    groupings = derive_groupings(args, run_dir, bench)
+    groupings, refused = derive_groupings(args, run_dir, bench)
+    for name, reason in refused.items():
+        log(f"seed {seed}: grouping {name} refused, its methods left out: {reason}")
     models: dict[str, nn.Module] = {"erm": train_erm(args, bench, seed)}
-    for name in DRO_GROUPINGS:
-        models[f"groupdro_{name}"] = train_groupdro(args, bench, seed, groupings[name].groups)
-    models["jtt_errors"] = train_erm(args, bench, seed, jtt_sampler(groupings["errors_by_class"], seed))
-    models["jtt_aum"] = train_erm(args, bench, seed, jtt_sampler(groupings["aum_by_class"], seed))
+    for method, (_, grouping) in METHODS.items():
+        if grouping in groupings:
+            models[method] = train_method(args, bench, seed, method, groupings[grouping])
     models["oracle"] = train_groupdro(args, bench, seed, bench.train.groups)
     accuracy = {
         name: group_accuracies(predict(model, bench.test.data) == bench.test.labels, bench.test.groups)
@@ -290,34 +320,42 @@ def run_seed(args: argparse.Namespace, seed: int, log: Callable[[str], None]) ->
     }
     found = {name: precision_recall(g.hard, bench.train.minority) for name, g in groupings.items()}
     log(f"seed {seed}: {time.perf_counter() - start:.1f} s")
-    return {"accuracy": accuracy, "groupings": found}
+    return {"accuracy": accuracy, "groupings": found, "refused": refused}
 
 
-def aggregate(per_seed: list[dict[str, Any]], key: str) -> dict[str, dict[str, dict[str, float]]]:
-    """``name -> metric -> {"mean", "std"}`` over seeds (population std, 0 for one seed)."""
-    names = per_seed[0][key]
-    return {
-        name: {
+def aggregate(per_seed: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """``name -> metric -> {"mean", "std"}`` over the seeds that have ``name`` (sample std, ddof 1; 0 for one).
+
+    ``"seeds"`` holds how many seeds that is (fewer than all when a grouping was refused for some).
+    """
+    names = list(dict.fromkeys(name for s in per_seed for name in s[key]))
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        runs = [s[key][name] for s in per_seed if name in s[key]]
+        out[name] = {
             metric: {
-                "mean": float(np.mean([s[key][name][metric] for s in per_seed])),
-                "std": float(np.std([s[key][name][metric] for s in per_seed])),
+                "mean": float(np.mean([r[metric] for r in runs])),
+                "std": float(np.std([r[metric] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
             }
-            for metric in per_seed[0][key][name]
+            for metric in runs[0]
         }
-        for name in names
-    }
+        out[name]["seeds"] = len(runs)
+    return out
 
 
 def format_table(results: dict[str, Any]) -> str:
     """Markdown tables: accuracies per method, then precision/recall per derived grouping."""
     lines = ["| method | average | worst-group |", "|---|---|---|"]
+    seeds = results["setup"]["seeds"]
     for name, acc in results["accuracy"].items():
         cells = [f"{acc[m]['mean'] * 100:.1f} ± {acc[m]['std'] * 100:.1f}" for m in ("average", "worst_group")]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        note = "" if acc["seeds"] == seeds else f" ({acc['seeds']} of {seeds} seeds)"
+        lines.append(f"| {name}{note} | {cells[0]} | {cells[1]} |")
     lines += ["", "| grouping | precision | recall |", "|---|---|---|"]
     for name, pr in results["groupings"].items():
         cells = [f"{pr[m]['mean'] * 100:.1f} ± {pr[m]['std'] * 100:.1f}" for m in ("precision", "recall")]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        note = "" if pr["seeds"] == seeds else f" ({pr['seeds']} of {seeds} seeds)"
+        lines.append(f"| {name}{note} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 

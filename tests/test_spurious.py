@@ -87,8 +87,8 @@ def train_rows(run_dir: Path) -> pd.DataFrame:
 def test_quick_json_contract(example: ModuleType, tiny: tuple[dict[str, Any], str, Path]) -> None:
     results, printed, _ = tiny
     last = json.loads(printed.strip().splitlines()[-1])
-    derived = {f"groupdro_{name}" for name in example.DRO_GROUPINGS} | {"jtt_errors", "jtt_aum"}
-    assert set(last) == {"erm", "oracle"} | derived
+    assert set(last) == {"erm", "oracle"} | set(example.METHODS)
+    assert {"groupdro_confusion_bands", "groupdro_errors_by_class", "groupdro_aum_by_class", "jtt_errors"} <= set(last)
     for name, acc in last.items():
         assert set(acc) == {"average", "worst_group"}
         assert 0.0 <= acc["worst_group"] <= acc["average"] <= 1.0
@@ -140,6 +140,24 @@ def test_worst_group_accuracy_hand_computed(example: ModuleType) -> None:
     assert example.group_accuracies([True, False], [4, 7])["worst_group"] == 0.0
     with pytest.raises(ValueError, match="one equal, non-zero length"):
         example.group_accuracies([True], [0, 1])
+
+
+def test_aggregate_over_seeds_hand_computed(example: ModuleType) -> None:
+    # method "a" in three seeds: average mean 0.6, sample std sqrt(((0.5-0.6)^2 + 0 + (0.7-0.6)^2) / 2) = 0.1;
+    # method "b" left out in two seeds (its grouping refused): one value, std 0.
+    per_seed = [
+        {"accuracy": {"a": {"average": 0.5, "worst_group": 0.4}, "b": {"average": 0.9, "worst_group": 0.8}}},
+        {"accuracy": {"a": {"average": 0.6, "worst_group": 0.4}}},
+        {"accuracy": {"a": {"average": 0.7, "worst_group": 0.4}}},
+    ]
+    out = example.aggregate(per_seed, "accuracy")
+    assert out["a"]["average"]["mean"] == pytest.approx(0.6, abs=1e-12)
+    assert out["a"]["average"]["std"] == pytest.approx(0.1, abs=1e-12)
+    assert out["a"]["worst_group"]["std"] == pytest.approx(0.0, abs=1e-12) and out["a"]["seeds"] == 3
+    assert out["b"] == {"average": {"mean": 0.9, "std": 0.0}, "worst_group": {"mean": 0.8, "std": 0.0}, "seeds": 1}
+    table = example.format_table({"setup": {"seeds": 3}, "accuracy": out, "groupings": {}})
+    assert "| a | 60.0 ± 10.0 | 40.0 ± 0.0 |" in table
+    assert "| b (1 of 3 seeds) | 90.0 ± 0.0 | 80.0 ± 0.0 |" in table
 
 
 def test_precision_recall_hand_computed(example: ModuleType) -> None:
