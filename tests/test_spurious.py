@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,3 +240,17 @@ def test_groups_from_run_refuses_unknown_names_and_bad_options(run_dir: Path, tr
         groups_from_run(run_dir, train_set, score="correct")  # its True is easy: score="errors" is the way
     with pytest.raises(ValueError, match="Pass `labels=`"):
         groups_from_run(run_dir, [torch.zeros(1)] * TRAIN, score="aum")
+
+
+def test_groups_from_run_checks_the_fingerprint_of_groups_json(
+    run_dir: Path, train_set: ArrayDataset, tmp_path: Path
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    manifest = json.loads((copy / "groups.json").read_text())
+    assert manifest["label_fingerprint"].startswith("sha256:")  # the report recorded one
+    manifest["label_fingerprint"] = "sha256:" + "0" * 64  # groups.json of another dataset
+    (copy / "groups.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"fingerprint sha256:\w+\) differ from those .*groups.json was made from"):
+        groups_from_run(copy, train_set, score="group")
+    assert groups_from_run(copy, train_set, score="aum").sum() == math.ceil(0.1 * TRAIN)  # bands only

@@ -154,9 +154,16 @@ def _band_groups(rows: pd.DataFrame, folder: Path, split: str, truth: np.ndarray
         )
     if split == manifest.split:
         if manifest.label_fingerprint is not None and label_fingerprint(truth) != manifest.label_fingerprint:
-            raise ValueError(f"The labels of argument `dataset` differ from the fingerprint in {path}.")
+            raise ValueError(
+                f"The labels of argument `dataset` (fingerprint {label_fingerprint(truth)}) differ from those {path}"
+                f" was made from ({manifest.label_fingerprint}). Pass the dataset the run was trained on, in the same"
+                " order."
+            )
         if tuple(np.bincount(groups, minlength=manifest.num_groups).tolist()) != manifest.sizes:
-            raise ValueError(f"The `group` column of {folder} does not match the band sizes of {path}.")
+            raise ValueError(
+                f"The `group` column of {folder} does not match the band sizes {list(manifest.sizes)} of {path}:"
+                " the table and groups.json come from different runs. Rerun the report into an empty folder."
+            )
     return groups, manifest.num_groups
 
 
