@@ -38,6 +38,7 @@ from lightning_difficulty.pipeline.capture import (
     run_capture,
 )
 from lightning_difficulty.pipeline.compose import BASE_COLUMNS, compose_table, summarise_split
+from lightning_difficulty.pipeline.progress import Progress, Stages
 from lightning_difficulty.pipeline.splits import dataset_labels, split_loader
 from lightning_difficulty.storage.atomic import write_json
 from lightning_difficulty.storage.outputs import REPORT_FILES, RunOutputs
@@ -278,11 +279,12 @@ class DifficultyReport(ReportComposer):
         callbacks = _difficulty_callbacks(trainer)
         skipped: list[str] = []
         seconds: dict[str, float] = {}
-        with _timed(seconds, "capture pass"):
+        stages = Progress.of(trainer).stages("difficulty report", total=len(callbacks) + 4)  # closed below, or by gc
+        with _timed(seconds, "capture pass"), stages.step("capture pass"):
             arrays = self._capture(trainer, pl_module, run_dir / "cache", skipped)
-        contributions = _compute_all(trainer, callbacks, arrays, skipped, seconds)
+        contributions = _compute_all(trainer, callbacks, arrays, skipped, seconds, stages)
         if trainer.is_global_zero:
-            with _timed(seconds, "table and summary"):
+            with _timed(seconds, "table and summary"), stages.step("table and summary"):
                 composed, info, shared = compose_table(arrays, contributions, skipped)
                 derived = self._derive(composed, shared, skipped)
                 info = {**BASE_COLUMNS, **info}
@@ -292,14 +294,15 @@ class DifficultyReport(ReportComposer):
             self.table, self.summary = derived.table, summary
             images = _image_fetcher(trainer, self._plan.batch_keys)
             class_names = self._class_names(derived.table, skipped)
-            with _timed(seconds, "dashboard"):
+            with _timed(seconds, "dashboard"), stages.step("dashboard"):
                 self._write_dashboard(run_dir, derived.table, shared, class_names, images, skipped)
-            with _timed(seconds, "views"):
+            with _timed(seconds, "views"), stages.step("views"):
                 view_inputs = (class_names, perspectives, images)
                 self._log_views(trainer, derived.table, shared, contributions, view_inputs, skipped)
             summary["skipped"] = list(skipped)  # views skipped after the set was written are recorded too
             summary["fit_end_seconds"] = seconds
             write_json(run_dir / "summary.json", summary)
+        stages.close()
         trainer.strategy.barrier()
         if trainer.is_global_zero and not self.keep_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
@@ -542,6 +545,7 @@ def _compute_all(
     arrays: FitEndArrays,
     skipped: list[str],
     seconds: dict[str, float],
+    stages: Stages,
 ) -> dict[str, tuple[DifficultyCallback, Contribution]]:
     """Every callback's measure; one that fails is skipped with a warning (the table is still written)."""
     out: dict[str, tuple[DifficultyCallback, Contribution]] = {}
@@ -550,7 +554,7 @@ def _compute_all(
         while key in out:  # identical callbacks (same arguments) still get one entry each
             key += "#"
         try:
-            with _timed(seconds, key):
+            with _timed(seconds, key), stages.step(type(cb).__name__):
                 out[key] = (cb, cb.compute(trainer, arrays))
         except Exception as err:
             _skip(skipped, f"{cb.state_key}: {type(err).__name__}: {err}")

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from lightning_difficulty.data import BatchKeys, class_targets, unpack_batch
 from lightning_difficulty.logits import LogitsTap, as_class_logits, no_logits_error, resolve_modules
 from lightning_difficulty.pipeline.neighbours import Found, ProbeConfig, Ranks, neighbours_by_split
+from lightning_difficulty.pipeline.progress import Progress
 from lightning_difficulty.pipeline.splits import split_loaders
 
 if TYPE_CHECKING:
@@ -152,6 +152,7 @@ class FitEndArrays:
     input_searches: dict[tuple[Any, ...], ProbeConfig] = field(default_factory=dict)
     ranks: Ranks = field(default_factory=Ranks)
     search_dir: Path | None = None
+    progress: Progress = field(default_factory=lambda: Progress(False))
     _found: dict[tuple[Any, ...], dict[str, Found]] = field(default_factory=dict, repr=False)
     _searches: int = field(default=0, repr=False)
     _scratches: int = field(default=0, repr=False)
@@ -180,7 +181,16 @@ class FitEndArrays:
         ``"train"``). Collective under DDP: every rank calls it, in the same order, with the same arguments."""
         self._searches += 1
         directory = None if self.search_dir is None else self.search_dir / f"{self._searches:03d}-{name}"
-        return neighbours_by_split(reference, queries, config, rows=rows, ranks=self.ranks, directory=directory)
+        return neighbours_by_split(
+            reference,
+            queries,
+            config,
+            rows=rows,
+            ranks=self.ranks,
+            directory=directory,
+            progress=self.progress,
+            name=name,
+        )
 
     def input_neighbours(self, config: ProbeConfig, train_rows: np.ndarray | None = None) -> dict[str, Found]:
         """``split -> Found`` of the ``config.k`` nearest training inputs (leave-one-out for ``"train"``), for the
@@ -280,7 +290,8 @@ def run_capture(trainer: pl.Trainer, pl_module: pl.LightningModule, plan: Captur
     with _eval_mode(pl_module):
         for split, loader in split_loaders(trainer, plan.reference_dataloader).items():
             out[split] = _run_split(trainer, pl_module, resolved, loader, Path(cache_dir) / split, split)
-    return FitEndArrays(out, auto, dict(plan.input_searches), Ranks.of(trainer), Path(cache_dir) / "neighbours")
+    searches = dict(plan.input_searches)
+    return FitEndArrays(out, auto, searches, Ranks.of(trainer), Path(cache_dir) / "neighbours", Progress.of(trainer))
 
 
 def top_level_blocks(model: nn.Module) -> dict[str, nn.Module]:
@@ -437,8 +448,7 @@ def _run_split(
     tap.attach(pl_module)
     hooks = _LayerHooks(pl_module, plan.layers)
     try:
-        show = rank == 0 and trainer.progress_bar_callback is not None
-        for raw in _progress(shard, f"difficulty pass [{split}]", show):
+        for raw in Progress.of(trainer).iterate(shard, f"difficulty pass [{split}]"):
             batch = unpack_batch(raw, plan.batch_keys)
             inputs = _model_input(trainer, batch.input)
             tap.open(int(batch.index.shape[0]))
@@ -506,7 +516,3 @@ def _open_split(directory: Path, layers: list[str], keep_inputs: bool) -> SplitA
         layers={name: load(f"layer.{name}") for name in layers},
         inputs=load("inputs") if keep_inputs else None,
     )
-
-
-def _progress(loader: DataLoader, label: str, show: bool) -> Iterator[Any]:
-    yield from tqdm(loader, desc=label, disable=not show, leave=False, dynamic_ncols=True)

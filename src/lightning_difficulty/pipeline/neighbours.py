@@ -31,6 +31,7 @@ from lightning_difficulty.functional.knn import (
     merge_neighbours,
     neighbour_disagreement,
 )
+from lightning_difficulty.pipeline.progress import Progress, search_estimate
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -202,6 +203,8 @@ def neighbours_by_split(
     ranks: Ranks | None = None,
     directory: Path | None = None,
     leave_one_out: str = "train",
+    progress: Progress | None = None,
+    name: str = "neighbours",
 ) -> dict[str, Found]:
     """``split -> Found`` for the ``config.k`` nearest reference rows of each split's queries.
 
@@ -217,6 +220,7 @@ def neighbours_by_split(
         ranks: this process among the searching processes (default: alone).
         directory: where answers are written as memmaps (default: kept in memory; required for ``world > 1``).
         leave_one_out: the split whose rows are the reference rows.
+        progress: where the search shows its bar (default: none), named ``name``, with the cost model's estimate.
 
     Example::
 
@@ -237,7 +241,9 @@ def neighbours_by_split(
     if ranks.rank < len(shards):
         start, stop = shards[ranks.rank]
         target = directory if len(shards) == 1 else (directory / f"rank{ranks.rank}" if directory else None)
-        answers = _search_shard(reference, start, stop, queries, rows, config, ranks, target, leave_one_out)
+        bar = _search_bar(progress or Progress(False), name, reference, queries, rows, config, len(shards))
+        with bar:
+            answers = _search_shard(reference, start, stop, queries, rows, config, ranks, target, leave_one_out, bar)
     ranks.barrier()
     if len(shards) > 1 and ranks.rank == 0:
         assert directory is not None
@@ -258,8 +264,10 @@ def _search_shard(
     ranks: Ranks,
     directory: Path | None,
     leave_one_out: str,
+    bar: Any,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     options = dict(config.index_options)
+    bar.set_postfix_str("building the index")
     index = build_index(
         reference[start:stop],
         kind=config.index,  # type: ignore[arg-type]
@@ -269,6 +277,7 @@ def _search_shard(
     )
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
+    bar.set_postfix_str("")
     out = {}
     for split, embedding in queries.items():
         wanted = rows.get(split)
@@ -286,12 +295,31 @@ def _search_shard(
                 index, block, config.k, exclude_self=own, query_ids=ids_here if own else None, reference_offset=start
             )
             distances[first : first + len(ids_here)], ids[first : first + len(ids_here)] = d, i
+            bar.update(len(ids_here))
         out[split] = (distances, ids)
     if directory is not None:
         for d, i in out.values():
             d.flush()  # type: ignore[attr-defined]
             i.flush()  # type: ignore[attr-defined]
     return out
+
+
+def _search_bar(
+    progress: Progress,
+    name: str,
+    reference: np.ndarray,
+    queries: dict[str, np.ndarray],
+    rows: dict[str, np.ndarray | None],
+    config: ProbeConfig,
+    world: int,
+) -> Any:
+    """This rank's bar over the queries of every split, with the cost model's estimate of the whole search."""
+    count = sum(q.shape[0] if (r := rows.get(s)) is None else len(r) for s, q in queries.items())
+    n_reference, dims = reference.shape[0], int(np.prod(reference.shape[1:]))
+    estimate = search_estimate(
+        progress, n_reference, count, dims, index=config.index, world=world, use_gpu=config.use_gpu
+    )
+    return progress.bar(f"k-NN search [{name}]", total=count, estimate=estimate)
 
 
 def _merge_rank_answers(
