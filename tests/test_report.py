@@ -234,7 +234,7 @@ def test_predictions_beyond_the_largest_label_with_tensorboard(tmp_path: Path) -
     # the model predicts class 4, which no sample has: figures must use the logits' width, not max(label) + 1
     logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
     report = DifficultyReport(dirpath=tmp_path / "out", grid_per_class=0)
-    fit(tmp_path, ExtraClassMLP(), [ConfusionScore(), report], blobs(24), blobs(8), logger=logger)
+    fit(tmp_path, ExtraClassMLP(), [ConfusionScore(num_classes=5), report], blobs(24), blobs(8), logger=logger)
     assert report.table is not None and (report.table["prediction"] == 4).all()
 
 

@@ -97,17 +97,28 @@ def test_default_thresholds() -> None:
     defaults = TaxonomyThresholds()
     assert (defaults.human, defaults.data) == (0.2, 0.5)
     assert (defaults.prediction_depth, defaults.confusion) == ("q0.8", "q0.8")
-    # 10 depths 0..9: the 0.8-quantile (linear interpolation) is 7.2, so depths 8 and 9 are high.
+    # 10 depths 0..9: the cut whose high share is closest to 0.2 is 7, so depths 8 and 9 are high.
     flags = binarise_perspectives(np.zeros(10), np.zeros(10), np.arange(10.0))
-    assert flags.model_threshold == pytest.approx(7.2)
+    assert flags.model_threshold == 7.0
     assert np.flatnonzero(flags.model_high).tolist() == [8, 9]
+
+
+def test_a_share_threshold_always_splits_tied_depths() -> None:
+    # 3 of 10 samples never settle (the largest depth): a plain 0.8-quantile is that depth and marks none high
+    depth = np.array([0, 0, 1, 1, 2, 2, 3, 5, 5, 5], dtype=float)
+    assert np.quantile(depth, 0.8) == 5.0
+    flags = binarise_perspectives(np.zeros(10), np.zeros(10), depth)
+    assert flags.model_threshold == 3.0  # above 3: 30 %, the share closest to 20 % (above 2: 40 %)
+    assert flags.model_high.tolist() == [False] * 7 + [True] * 3
+    # a constant score cannot be split
+    assert not binarise_perspectives(np.zeros(4), np.zeros(4), np.full(4, 2.0)).model_high.any()
 
 
 def test_quantile_thresholds_hand_values() -> None:
     assert resolve_threshold("q0.5", [4.0, 0.0, 3.0, 1.0, 2.0]) == 2.0
     assert resolve_threshold("q0.75", [0.0, 1.0, 2.0, 3.0, 4.0]) == 3.0
     assert resolve_threshold("q1", [0.0, 5.0]) == 5.0
-    assert resolve_threshold("q0.25", [np.nan, 0.0, 4.0]) == 1.0  # NaN ignored
+    assert resolve_threshold("q0.25", [np.nan, 0.0, 4.0]) == 0.0  # NaN ignored; the one cut between the values
     assert resolve_threshold(0.3, [0.0, 5.0]) == 0.3
     flags = binarise_perspectives(
         [0.0, 0.1, 0.2, 0.3, 0.4], [0.0] * 5, [0.0] * 5, thresholds=TaxonomyThresholds(human="q0.75")
@@ -176,7 +187,7 @@ def test_report_patterns_name_a_threshold_that_splits_nothing() -> None:
 
     from lightning_difficulty.pipeline.analysis import difficulty_patterns
 
-    # 3 of 10 samples never settle (depth 6): the 0.8-quantile is 6 and no depth is strictly above it
+    # 3 of 10 samples never settle (depth 6): an absolute threshold at 6 marks no depth strictly above it
     rows = pd.DataFrame(
         {
             "human_difficulty": [0.0, 0.5, 0.0, 0.1, 0.9, 0.0, 0.0, 0.3, 0.0, 0.0],
@@ -185,9 +196,12 @@ def test_report_patterns_name_a_threshold_that_splits_nothing() -> None:
             "correct": [True] * 5 + [False] * 5,
         }
     )
-    patterns = difficulty_patterns(rows, TaxonomyThresholds())
+    patterns = difficulty_patterns(rows, TaxonomyThresholds(prediction_depth=6.0))
     assert patterns is not None
     assert patterns.degenerate == ["prediction_depth > 6 marks no sample high"]
     assert not any(p.startswith(("3", "4")) for p in patterns.ids)  # the model-hard half of Table 1 is empty
-    fine = difficulty_patterns(rows, TaxonomyThresholds(prediction_depth=5.0))
+    # the default share rule splits the same depths: above 3, the three that never settle
+    fine = difficulty_patterns(rows, TaxonomyThresholds())
     assert fine is not None and fine.degenerate == []
+    # by Table 1: 5 is model-hard only (3b, wrong), 6 also data-hard (4b), 4 human-hard and data-easy (6)
+    assert (fine.ids[4], fine.ids[5], fine.ids[6]) == ("6", "3b", "4b")

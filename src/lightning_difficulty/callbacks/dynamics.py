@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from torch import Tensor
 from typing_extensions import override
 
@@ -65,7 +66,8 @@ class TrainingDynamics(PerSampleAccumulator):
         states["el2n_last"][seen] = epoch["el2n"][seen]
 
     @override
-    def split_columns(self, states: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+    def split_columns(self, states: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+        """The columns; ``never_learned`` is a nullable boolean array (NA: never seen)."""
         data_map, forgetting = F.DataMapState.from_states(states), F.ForgettingState.from_states(states)
         confidence, variability = F.dm_confidence(data_map), F.dm_variability(data_map)
         return {
@@ -74,7 +76,8 @@ class TrainingDynamics(PerSampleAccumulator):
             "dm_correctness": F.dm_correctness(data_map),
             "dm_region": F.data_map_regions(confidence, variability),
             "forgetting": F.forgetting(forgetting),
-            "never_learned": F.never_learned(forgetting) & (data_map.dm_epochs > 0),
+            # nullable: NA for a sample never seen (neither learned nor not), never Python objects
+            "never_learned": pd.arrays.BooleanArray(F.never_learned(forgetting), data_map.dm_epochs == 0),
             "aum": F.aum(F.AumState.from_states(states)),
             "el2n": states["el2n_last"].copy(),
         }

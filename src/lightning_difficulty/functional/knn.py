@@ -238,34 +238,36 @@ def merge_neighbours(
 def knn_vote(neighbour_labels: ArrayLike, num_classes: int) -> NDArray[np.int64]:
     """Majority vote of each row of neighbour labels; ties go to the smallest class index.
 
-    This matches scikit-learn's ``KNeighborsClassifier(weights="uniform")``.
+    This matches scikit-learn's ``KNeighborsClassifier(weights="uniform")``. A label ``-1`` marks an
+    unlabelled neighbour (``ignore_index`` in training): it does not vote.
 
     Args:
-        neighbour_labels: ``(Nq, k)`` integer labels in ``[0, num_classes)``.
+        neighbour_labels: ``(Nq, k)`` integer labels in ``[0, num_classes)``, or -1.
         num_classes: number of classes ``C``.
 
     Returns:
-        ``(Nq,)`` int64 winning class per query.
+        ``(Nq,)`` int64 winning class per query (-1 when no neighbour is labelled).
 
     Example::
 
-        >>> knn_vote(np.array([[2, 1, 1, 2], [0, 3, 3, 0]]), 4).tolist()  # 2-2 ties
-        [1, 0]
+        >>> knn_vote(np.array([[2, 1, 1, 2], [0, 3, 3, 0], [-1, 2, -1, -1]]), 4).tolist()  # 2-2 ties
+        [1, 0, 2]
     """
     _check_positive_int(num_classes, "num_classes")
     labels = _as_label_matrix(neighbour_labels, "neighbour_labels")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    if labels.size and (labels.min() < -1 or labels.max() >= num_classes):
         raise ValueError(
-            f"Expected `neighbour_labels` in [0, {num_classes - 1}] (num_classes={num_classes}), but got "
-            f"values in [{labels.min()}, {labels.max()}]."
+            f"Expected `neighbour_labels` in [0, {num_classes - 1}] (num_classes={num_classes}) or -1 for an "
+            f"unlabelled neighbour, but got values in [{labels.min()}, {labels.max()}]."
         )
     votes = np.empty(labels.shape[0], dtype=np.int64)
-    rows_per_block = max(1, _VOTE_CELLS // num_classes)
+    width = num_classes + 1  # column 0 counts the unlabelled neighbours
+    rows_per_block = max(1, _VOTE_CELLS // width)
     for start in range(0, labels.shape[0], rows_per_block):
-        block = labels[start : start + rows_per_block]
-        offsets = np.arange(block.shape[0], dtype=np.int64)[:, None] * num_classes
-        counts = np.bincount((block + offsets).ravel(), minlength=block.shape[0] * num_classes)
-        votes[start : start + block.shape[0]] = counts.reshape(-1, num_classes).argmax(axis=1)
+        block = labels[start : start + rows_per_block] + 1
+        offsets = np.arange(block.shape[0], dtype=np.int64)[:, None] * width
+        counts = np.bincount((block + offsets).ravel(), minlength=block.shape[0] * width).reshape(-1, width)[:, 1:]
+        votes[start : start + block.shape[0]] = np.where(counts.any(axis=1), counts.argmax(axis=1), -1)
     return votes
 
 
@@ -276,17 +278,20 @@ def neighbour_disagreement(neighbour_labels: ArrayLike, query_classes: ArrayLike
     (Smith et al. 2014); with the model's prediction in a layer's embedding space it is
     DifficultyEyes' layer-wise kDN. One score per query in ``[0, 1]``; higher = harder.
 
+    Unlabelled neighbours (label -1) do not count; a query without a class (-1) or without a labelled
+    neighbour gets NaN.
+
     Args:
-        neighbour_labels: ``(Nq, k)`` integer labels of the neighbours.
-        query_classes: ``(Nq,)`` integer class of each query.
+        neighbour_labels: ``(Nq, k)`` integer labels of the neighbours (-1: unlabelled).
+        query_classes: ``(Nq,)`` integer class of each query (-1: unlabelled).
 
     Returns:
         ``(Nq,)`` float64 disagreement share.
 
     Example::
 
-        >>> neighbour_disagreement(np.array([[0, 1, 1, 1], [2, 2, 2, 2]]), np.array([1, 2])).tolist()
-        [0.25, 0.0]
+        >>> neighbour_disagreement(np.array([[0, 1, 1, 1], [2, 2, 2, 2], [-1, 0, 1, -1]]), np.array([1, 2, 0])).tolist()
+        [0.25, 0.0, 0.5]
     """
     labels = _as_label_matrix(neighbour_labels, "neighbour_labels")
     classes = np.asarray(query_classes)
@@ -295,7 +300,11 @@ def neighbour_disagreement(neighbour_labels: ArrayLike, query_classes: ArrayLike
             f"Expected `query_classes` of shape ({labels.shape[0]},) to match `neighbour_labels` "
             f"{labels.shape}, but got shape {classes.shape}."
         )
-    return (labels != classes[:, None]).mean(axis=1)
+    labelled = labels >= 0
+    differ = ((labels != classes[:, None]) & labelled).sum(axis=1)
+    counted = labelled.sum(axis=1)
+    known = (counted > 0) & (classes >= 0)
+    return np.divide(differ, counted, out=np.full(len(classes), np.nan), where=known)
 
 
 def _train_ivf(

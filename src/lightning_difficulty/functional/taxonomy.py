@@ -55,10 +55,12 @@ _PATTERN_TABLE = np.array(
 class TaxonomyThresholds:
     """Thresholds that split each perspective into low / high (high means ``score > threshold``).
 
-    Each field is either an absolute value (a float) or a quantile of the observed scores written as a
-    string ``"q<p>"`` with ``0 <= p <= 1``, e.g. ``"q0.8"``: the threshold becomes the ``p``-quantile of the
-    scores being binarised (``numpy.quantile``, linear interpolation), so at most a share ``1 - p`` of the
-    samples is high (fewer when scores tie at the quantile).
+    Each field is either an absolute value (a float) or a share of the observed scores written as a
+    string ``"q<p>"`` with ``0 <= p <= 1``, e.g. ``"q0.8"``: the threshold becomes the cut between two
+    observed values whose high share is closest to ``1 - p`` (the ``p``-quantile when scores do not tie), so
+    a perspective whose scores take two values or more is always split, however they tie: with prediction
+    depth, often a fifth or more of the samples never settle and share the largest depth, and a plain
+    ``p``-quantile would then mark no sample high.
 
     Defaults and why:
 
@@ -104,18 +106,21 @@ class BinarisedPerspectives(NamedTuple):
 
 
 def resolve_threshold(threshold: float | str, scores: ArrayLike) -> float:
-    """Absolute threshold for ``scores``: the float itself, or the scores' quantile for ``"q<p>"``.
+    """Absolute threshold for ``scores``: the float itself, or for ``"q<p>"`` the observed value ``t`` (below the
+    largest) whose share of scores ``> t`` is closest to ``1 - p``, ties going to the larger ``t``.
 
     Args:
-        threshold: a float, or a quantile string such as ``"q0.8"``.
-        scores: the scores the threshold will be applied to (NaN values are ignored for quantiles).
+        threshold: a float, or a share string such as ``"q0.8"``.
+        scores: the scores the threshold will be applied to (NaN values are ignored for shares).
 
     Returns:
-        The threshold as a float.
+        The threshold as a float (the largest score when all scores are equal: nothing can be split).
 
     Example::
 
         >>> resolve_threshold("q0.5", [0.0, 1.0, 2.0, 3.0, 4.0])
+        2.0
+        >>> resolve_threshold("q0.8", [0, 1, 1, 2, 2, 3, 3, 3, 3, 3])  # half never settle: 3 would mark none
         2.0
     """
     _check_threshold(threshold, "threshold")
@@ -125,7 +130,14 @@ def resolve_threshold(threshold: float | str, scores: ArrayLike) -> float:
     values = values[np.isfinite(values)]
     if values.size == 0:
         raise ValueError(f"Cannot resolve quantile threshold {threshold!r}: argument `scores` has no finite value.")
-    return float(np.quantile(values, float(threshold[1:])))
+    distinct, counts = np.unique(values, return_counts=True)
+    if distinct.size == 1 or float(threshold[1:]) == 1.0:  # nothing to split, or nothing asked to be high
+        return float(distinct[-1])
+    high_share = 1.0 - np.cumsum(counts)[:-1] / values.size  # share strictly above each value but the largest
+    target = 1.0 - float(threshold[1:])
+    gap = np.abs(high_share - target)
+    best = np.flatnonzero(gap <= gap.min() + 1e-12)[-1]  # ties to the larger threshold (fewer high)
+    return float(distinct[best])
 
 
 def difficulty_pattern(

@@ -172,8 +172,11 @@ def summarise_split(
 ) -> dict[str, Any]:
     """Accuracy, labelled confusion quartiles, error rate per confusion band, correlations, patterns, errors."""
     entry: dict[str, Any] = {"num_samples": len(rows)}
-    if "correct" in rows:
-        entry["accuracy"] = float(rows["correct"].mean())
+    labelled = rows["label"].to_numpy() >= 0 if "label" in rows else np.ones(len(rows), dtype=bool)
+    if not labelled.all():
+        entry["num_labelled"] = int(labelled.sum())
+    if "correct" in rows:  # over the labelled rows: an unlabelled sample is neither right nor wrong
+        entry["accuracy"] = float(rows["correct"].to_numpy(bool)[labelled].mean()) if labelled.any() else None
     if "confusion" in rows:
         confusion = rows["confusion"].to_numpy(float)
         seen = np.isfinite(confusion)
@@ -182,8 +185,9 @@ def summarise_split(
             q25, q50, q75 = np.quantile(confusion[seen], [0.25, 0.5, 0.75]).tolist()
             entry["confusion_quartiles"] = {"q25": q25, "median": q50, "q75": q75}
             if "correct" in rows:
+                scored = seen & labelled
                 entry["error_by_confusion_band"] = band_summary(
-                    confusion[seen], rows["correct"].to_numpy(bool)[seen], num_bands, band_edges
+                    confusion[scored], rows["correct"].to_numpy(bool)[scored], num_bands, band_edges
                 )
     if "human_difficulty" in rows and rows["human_difficulty"].notna().any():
         entry["human_correlations"] = analysis.correlations(rows, perspectives)

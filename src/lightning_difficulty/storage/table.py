@@ -33,8 +33,8 @@ def build_table(columns: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFrame
             raise ValueError(f"Columns of split {split!r} have different lengths: {sizes}.")
         n = next(iter(sizes.values()), 0)
         frame = pd.DataFrame({"split": split, "index": np.arange(n, dtype=np.int64)})
-        for name, values in cols.items():
-            frame[name] = np.asarray(values)
+        for name, values in cols.items():  # pandas' nullable arrays stay nullable (never Python objects)
+            frame[name] = values if isinstance(values, pd.api.extensions.ExtensionArray) else np.asarray(values)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["split", "index"])
     ordered = [c for c in LEADING_COLUMNS if c in table.columns]
