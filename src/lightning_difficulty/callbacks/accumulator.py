@@ -38,7 +38,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback, output_dir
+from lightning_difficulty.callbacks.base import (
+    ColumnInfo,
+    Contribution,
+    DifficultyCallback,
+    check_writable,
+    output_dir,
+)
 from lightning_difficulty.data import Batch, BatchKeys, class_targets, unpack_batch
 from lightning_difficulty.logits import LogitsTap, as_class_logits, check_logits, no_logits_error
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
@@ -264,6 +270,8 @@ class PerSampleAccumulator(DifficultyCallback):
             self._classes_checked, self._history = set(), []
         self._trainer_ref = weakref.ref(trainer)
         self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
+        if self.record != "none":
+            check_writable(self._records_root, owner=type(self).__name__)
         self._strategy = trainer.strategy  # state_dict() gets no trainer, but its collectives go through the strategy
         self._rank = trainer.global_rank
         self._tap.attach(pl_module)
@@ -286,7 +294,7 @@ class PerSampleAccumulator(DifficultyCallback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for split, acc in list(self._accumulators.items()):  # restored from a checkpoint
-            self._check_size(trainer, split, acc.num_samples)
+            self._check_size(trainer, split, acc.num_samples, "the checkpoint's state")
             acc.to(pl_module.device)
             if split == "train":
                 self._finish_restored_epoch(trainer)
@@ -343,6 +351,8 @@ class PerSampleAccumulator(DifficultyCallback):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish_restored_epoch(trainer)
+        if "train" in self._accumulators:  # a dataset that grows or shrinks between epochs has no fixed index
+            self._check_size(trainer, "train", self._accumulators["train"].num_samples, "the first epoch")
 
     def _finish_restored_epoch(self, trainer: pl.Trainer) -> None:
         """A checkpoint taken at an epoch's last batch: Lightning resumes in the next epoch, without the end of
@@ -572,14 +582,15 @@ class PerSampleAccumulator(DifficultyCallback):
             names += [split_name(i) for i in range(len(validation_loaders(trainer)))]
         return names
 
-    def _check_size(self, trainer: pl.Trainer, split: str, expected: int) -> None:
+    def _check_size(self, trainer: pl.Trainer, split: str, expected: int, since: str) -> None:
         if split_loader(trainer, split) is None:
             return
         actual = _dataset_size(trainer, split, type(self).__name__)
         if actual != expected:
             raise ValueError(
-                f"The checkpoint's {type(self).__name__} state for split {split!r} has {expected} samples but the "
-                f"dataset now has {actual}. Resume with the same dataset."
+                f"{type(self).__name__}: the {split!r} dataset has {actual} samples now, but {since} had {expected}. "
+                "Per-sample scores are keyed by dataset index, so the dataset must keep its samples for the whole "
+                "fit (resume with the same dataset; to grow a dataset, start a new fit)."
             )
 
     # -- checkpointing ----------------------------------------------------------------------------

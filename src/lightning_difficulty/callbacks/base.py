@@ -9,6 +9,7 @@ callback's attributes.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ __all__ = [
     "Neighbours",
     "ReportComposer",
     "View",
+    "check_writable",
     "composer_of",
     "default_run_dir",
     "output_dir",
@@ -58,6 +60,22 @@ def output_dir(trainer: pl.Trainer) -> Path:
     """The run folder: the report's ``dirpath`` when the trainer has a report, else ``<log_dir>/difficulty``."""
     composer = composer_of(trainer)
     return composer.run_dir(trainer) if composer is not None else default_run_dir(trainer)
+
+
+def check_writable(folder: Path, *, owner: str) -> None:
+    """Create ``folder`` and write and remove a probe file in it, before training: a folder that cannot hold the
+    run's files is refused now, not after the training time is spent."""
+    probe = folder / f".write-probe-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"{owner}: cannot write into the output folder {folder} ({type(err).__name__}: {err.strerror or err}). "
+            "Pass a folder you can create and write to (`DifficultyReport(dirpath=...)`, or the Trainer's "
+            "`default_root_dir` / logger `save_dir`)."
+        ) from err
 
 
 UNPACK_HINT = (

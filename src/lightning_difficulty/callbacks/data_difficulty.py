@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._probe import check_k_fits_reference
+from lightning_difficulty.callbacks._probe import InputShapeGuard, check_k_fits_reference
 from lightning_difficulty.callbacks.base import ColumnInfo, Contribution, DifficultyCallback
+from lightning_difficulty.data import BatchKeys
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
 from lightning_difficulty.pipeline.neighbours import ProbeConfig
 
@@ -55,6 +56,7 @@ class DataDifficulty(DifficultyCallback):
             )
         self.probe = ProbeConfig(k, index, (), use_gpu)
         self.input_size = input_size
+        self._input_shape = InputShapeGuard("DataDifficulty", input_size=input_size)
         self.reference_dataloader = reference_dataloader
 
     @property
@@ -63,8 +65,26 @@ class DataDifficulty(DifficultyCallback):
         return self._generate_state_key(k=self.probe.k, input_size=self.input_size)
 
     @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._input_shape.reset()
+
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_k_fits_reference(trainer, self.probe.k, self.reference_dataloader, "DataDifficulty")
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._input_shape.check(batch, BatchKeys())
+
+    @override
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if trainer.state.fn == "fit":
+            self._input_shape.check(batch, BatchKeys())
 
     @override
     def capture_request(self) -> CaptureRequest:

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_difficulty.callbacks._probe import check_k_fits_reference
+from lightning_difficulty.callbacks._probe import InputShapeGuard, check_k_fits_reference
 from lightning_difficulty.callbacks.base import (
     ColumnInfo,
     Columns,
@@ -148,6 +148,7 @@ class PredictionDepth(DifficultyCallback):
         self.seed = seed
         self.agreement_queries = agreement_queries
         self.input_size = input_size
+        self._input_shape = InputShapeGuard("PredictionDepth", input_size=input_size)
         self.reference_dataloader = reference_dataloader
         self.every_n_epochs = every_n_epochs
         self.batch_keys = batch_keys
@@ -167,12 +168,26 @@ class PredictionDepth(DifficultyCallback):
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
             self.depth_history = {}
+            self._input_shape.reset()
             if self.layers != "auto":
                 resolve_modules(pl_module, list(self.layers), argument="layers")
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_k_fits_reference(trainer, self.probe.k, self.reference_dataloader, "PredictionDepth")
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._input_shape.check(batch, self.batch_keys or BatchKeys())
+
+    @override
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if trainer.state.fn == "fit":
+            self._input_shape.check(batch, self.batch_keys or BatchKeys())
 
     @override
     def capture_request(self) -> CaptureRequest:

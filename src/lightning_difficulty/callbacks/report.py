@@ -24,6 +24,7 @@ from lightning_difficulty.callbacks.base import (
     Contribution,
     DifficultyCallback,
     ReportComposer,
+    check_writable,
     default_run_dir,
 )
 from lightning_difficulty.data import item_input
@@ -156,6 +157,8 @@ class DifficultyReport(ReportComposer):
             return
         self.table, self.summary = None, {}
         self._plan = merge_requests(self._requests(trainer))  # contradictions stop here, before training
+        if trainer.is_global_zero:
+            check_writable(self.run_dir(trainer), owner="DifficultyReport")
         if self.class_names is not None and self.error_taxonomy is not None:
             self.error_taxonomy.superclass_ids(len(self.class_names))  # a map of another class count fails now
         if trainer.world_size > 1:
