@@ -167,3 +167,24 @@ def test_a_reference_loader_in_another_order_is_refused_before_training(tmp_path
         with pytest.raises(ValueError, match=match):
             trainer.fit(model, train)
         assert model.kept["train"] == []
+
+
+def test_a_resume_into_the_loggers_next_version_carries_the_records_over(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    train, val = loaders(N_TRAIN, N_VAL, batch_size=BATCH)
+    ckpt = tmp_path / "ckpt"
+
+    def trainer(*extra: Callback) -> L.Trainer:
+        saver = ModelCheckpoint(dirpath=ckpt, every_n_train_steps=4, save_top_k=-1, filename="{step}")
+        callbacks = [ConfusionScore(), DifficultyReport(), saver, *extra]
+        kwargs = trainer_kwargs(tmp_path, enable_checkpointing=True, max_epochs=3, logger=TensorBoardLogger(tmp_path))
+        return L.Trainer(callbacks=callbacks, **kwargs)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer(CrashAt(9)).fit(StepMLP(), train, val)
+    resumed = trainer()
+    resumed.fit(StepMLP(), train, val, ckpt_path=str(ckpt / "step=8.ckpt"))
+    out = Path(resumed.log_dir) / "difficulty"
+    assert out.parent.name == "version_1"
+    check_combine_equals_table(out, tmp_path)

@@ -616,13 +616,18 @@ class PerSampleAccumulator(DifficultyCallback):
                 rows = torch.tensor([acc.recorder.log_offsets() if acc.recorder else 0], device=acc.device)
                 entry["log_rows"] = self._strategy.all_gather(rows).flatten().tolist()
             splits[split] = entry
-        return {"version": 2, "splits": splits, "history": self.history}
+        root = str(self._records_root) if self._records_root is not None else None
+        return {"version": 2, "splits": splits, "history": self.history, "records_root": root}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Rebuild every split's state now (not at the first batch), so a resume with no batch left still reports."""
         self._restored = True
         self._history = [dict(entry) for entry in state_dict.get("history", [])]
+        saved_root = state_dict.get("records_root")
+        previous = Path(saved_root) if saved_root is not None else None
+        if previous == self._records_root:
+            previous = None  # the records stay where they are
         for split, saved in state_dict.get("splits", {}).items():
             acc = self._new_accumulator(
                 split, int(saved["num_samples"]), int(saved["num_classes"]), torch.device("cpu"), self._rank
@@ -641,6 +646,9 @@ class PerSampleAccumulator(DifficultyCallback):
             acc.epoch_scalars = {int(e): dict(v) for e, v in saved.get("epoch_scalars", {}).items()}
             if acc.recorder is not None:
                 acc.recorder.epochs = [int(e) for e in saved.get("record_epochs", [])]
+                if previous is not None and (previous / split).is_dir():  # e.g. the logger's next version_N
+                    acc.recorder.epoch = int(saved.get("open_epoch", acc.recorder.epoch))
+                    acc.recorder.adopt(previous / split)
             if "open_epoch" in saved:
                 acc.open_epoch = int(saved["open_epoch"])
                 count = saved["count"]

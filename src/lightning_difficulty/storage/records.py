@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -228,12 +229,14 @@ class EpochRecorder:
         stem = f".log.e{self.epoch if epoch is None else epoch:04d}.rank{rank}"
         return self.directory / f"{stem}.idx", self.directory / f"{stem}.val"
 
-    def _own_logs(self) -> dict[int, tuple[Path, Path]]:
-        """This rank's logs on disk, by epoch."""
+    def _own_logs(self, folder: Path | None = None) -> dict[int, tuple[Path, Path]]:
+        """This rank's logs on disk in ``folder`` (default: this recorder's), by epoch."""
+        folder = self.directory if folder is None else Path(folder)
         found = {}
-        for path in self.directory.glob(f".log.e*.rank{self.rank}.idx"):
+        for path in folder.glob(f".log.e*.rank{self.rank}.idx"):
             epoch = int(path.name.split(".")[2][1:])
-            found[epoch] = self._log_paths(self.rank, epoch)
+            idx, val = self._log_paths(self.rank, epoch)
+            found[epoch] = (folder / idx.name, folder / val.name)
         return found
 
     def add(self, indices: Tensor, probs: Tensor) -> None:
@@ -299,6 +302,21 @@ class EpochRecorder:
         else:
             (self.directory / MANIFEST).unlink(missing_ok=True)
 
+    def adopt(self, previous: Path) -> None:
+        """Carry a resumed run's records over from ``previous`` (the same split's folder of the run that saved the
+        checkpoint, e.g. an earlier ``version_N`` of the logger): on rank 0 the finished epochs, on every rank its
+        own logs. Hard links where the filesystem allows, copies otherwise."""
+        names = [path.name for paths in self._own_logs(previous).values() for path in paths]
+        if self.rank == 0:
+            names += [p.name for e in self.epochs for p in epoch_files(previous, e, self.kind).values()]
+        for name in names:
+            source, target = Path(previous) / name, self.directory / name
+            if source.exists() and not target.exists():
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copy2(source, target)
+
     def release_logs(self) -> None:
         """Delete this rank's logs (once the fit has finished: no checkpoint of it needs them any more)."""
         self.flush()
@@ -351,9 +369,7 @@ class EpochRecorder:
         self.epoch = epoch + 1  # the next epoch's rows go to a log of their own
         self.write_manifest()
 
-    def _log_blocks(
-        self, rank: int, epoch: int, *, backwards: bool = False
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _log_blocks(self, rank: int, epoch: int, *, backwards: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(dataset indices, row values)`` of a rank's log of ``epoch``, ``LOG_BLOCK`` rows at a time; rows
         routed to no sample (index outside ``[0, N)``: unlabelled or ignored presentations) are left out."""
         idx_path, val_path = self._log_paths(rank, epoch)
