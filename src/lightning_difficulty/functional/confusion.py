@@ -17,9 +17,9 @@ def softmax_entropy(logits: Tensor) -> Tensor:
 
     Logits from AMP (float16/bfloat16) are upcast first. With ``m`` the row maximum, ``e = exp(z - m)`` and
     ``s = sum(e)``, the entropy is ``log s - sum(e * (z - m)) / s``: one exponential pass and one dot product
-    per row, about 2 ``log_softmax`` times at 1,000 classes (``benchmarks/scale_confusion.py``). Saturated
-    logits give exact zeros. A row with ``-inf`` logits (masked classes, which contribute nothing) is
-    recomputed through ``log_softmax``; a row with a NaN logit gives NaN.
+    per row, about 2 ``log_softmax`` times at 1,000 classes (``benchmarks/scale_confusion.py``), with no
+    host-device synchronisation. Saturated logits give exact zeros; ``-inf`` logits (masked classes)
+    contribute nothing; a row with a NaN or ``+inf`` logit, or only ``-inf`` logits, gives NaN.
 
     Example::
 
@@ -32,22 +32,12 @@ def softmax_entropy(logits: Tensor) -> Tensor:
         raise ValueError(f"Expected `logits` of shape (batch, classes), but got shape {tuple(logits.shape)}.")
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    # masked (-inf) classes shift to the dtype's lowest finite value: exp gives 0 and 0 * lowest = 0, so there is
+    # no 0 * -inf and no data-dependent branch (a branch would synchronise the device at every training step)
+    shifted = (logits - logits.amax(dim=-1, keepdim=True)).clamp(min=torch.finfo(logits.dtype).min)
     weights = shifted.exp()
     total = weights.sum(dim=-1)
-    out = total.log() - torch.linalg.vecdot(weights, shifted) / total
-    unsure = out.isnan()  # 0 * -inf from masked classes, or a NaN logit
-    if unsure.any():
-        out[unsure] = _entropy_through_log_softmax(logits[unsure])
-    return out
-
-
-def _entropy_through_log_softmax(logits: Tensor) -> Tensor:
-    """The slow, exact path: ``-sum(p log p)`` with ``0 log 0 = 0`` (NaN logits stay NaN)."""
-    log_p = torch.log_softmax(logits, dim=-1)
-    p = log_p.exp()
-    terms = torch.where(p > 0, p * log_p, torch.where(p.isnan(), p, torch.zeros_like(p)))
-    return -terms.sum(dim=-1)
+    return total.log() - torch.linalg.vecdot(weights, shifted) / total
 
 
 def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
