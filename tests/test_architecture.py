@@ -387,3 +387,14 @@ def test_summary_times_every_fit_end_stage(tmp_path: Path) -> None:
     stages = {"capture pass", "table and summary", "dashboard", "views", *summary["measures"]}
     assert set(seconds) == stages  # one entry per stage and per measure, keyed as in `measures`
     assert all(value >= 0.0 for value in seconds.values()) and seconds["capture pass"] > 0.0
+
+
+def test_raw_and_reduced_layer_requests_conflict_naming_both_callbacks() -> None:
+    from lightning_difficulty.pipeline.capture import CaptureRequest, merge_requests
+
+    raw = ("PredictionDepth{raw}", CaptureRequest(layers=("fc",), reduction=None))
+    auto = ("PredictionDepth{auto}", CaptureRequest(layers=("fc",), reduction="auto"))
+    for first, second in ((raw, auto), (auto, raw)):
+        with pytest.raises(ValueError, match=r"Conflicting .* reduction of layer 'fc'.*None \(raw activations\)"):
+            merge_requests([first, second])
+    assert merge_requests([raw, raw]).layers == {"fc": None}

@@ -489,5 +489,7 @@ def _log_depths(trainer: pl.Trainer, depths: dict[str, np.ndarray], epoch: int) 
     if writer is None:
         return
     for split, depth in depths.items():
-        writer.add_scalar(f"difficulty/prediction_depth_mean/{split}", float(depth.mean()), epoch)
-        writer.add_histogram(f"difficulty/prediction_depth_during_training/{split}", depth, epoch)
+        scored = depth[np.isfinite(depth)]  # sampled training rows leave the others NaN
+        if scored.size:
+            writer.add_scalar(f"difficulty/prediction_depth_mean/{split}", float(scored.mean()), epoch)
+            writer.add_histogram(f"difficulty/prediction_depth_during_training/{split}", scored, epoch)

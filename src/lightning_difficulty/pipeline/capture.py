@@ -218,6 +218,10 @@ class FitEndArrays:
         return {split: f.first(config.k).at(train_rows if split == "train" else None) for split, f in found.items()}
 
 
+RAW = "None (raw activations)"
+"""How ``reduction=None`` is named when two requests disagree about it."""
+
+
 def merge_requests(requests: Sequence[tuple[str, CaptureRequest]]) -> CapturePlan:
     """Merge ``(owner, request)`` pairs into one plan, refusing contradictions with both owners named.
 
@@ -242,12 +246,14 @@ def merge_requests(requests: Sequence[tuple[str, CaptureRequest]]) -> CapturePla
         setters.setdefault(name, (owner, value))
 
     for owner, request in requests:
+        # reduction=None (raw activations) is a choice, not "no preference": it must agree like any other value
+        reduction = RAW if request.reduction is None else request.reduction
         if request.layers == "auto":
-            agree("reduction of layers='auto'", owner, request.reduction)
+            agree("reduction of layers='auto'", owner, reduction)
             plan.auto_reduction = request.reduction
         else:
             for layer in request.layers:
-                agree(f"reduction of layer {layer!r}", owner, request.reduction)
+                agree(f"reduction of layer {layer!r}", owner, reduction)
                 plan.layers[layer] = request.reduction
         if request.inputs:
             agree("input_size", owner, request.input_size if request.input_size is not None else "native")
