@@ -63,7 +63,15 @@ def test_demo_two_seeds_then_the_printed_commands(tmp_path: Path, capsys: pytest
     assert "10 hardest validation samples:" in printed
     hardest = table[table["split"] == "val"].nlargest(1, "confusion").iloc[0]
     assert f"{hardest['confusion']:.6f}" in printed
-    assert {"prediction_depth", "kdn"} <= set(table.columns)
+    assert {"prediction_depth", "kdn", "aum", "forgetting", "dm_region", "label_issue_score"} <= set(table.columns)
+    # the label-issue candidates: the training samples of lowest AUM, as the written table ranks them
+    train = table[table["split"] == "train"]
+    assert f"[train] training dynamics: mean AUM {train['aum'].mean():.3f} logit" in printed
+    assert f"{int(train['forgetting'].sum())} forgetting events" in printed
+    candidates = printed.split("10 label-issue candidates", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    lowest = train.nsmallest(10, "aum")
+    assert [int(line.split()[0]) for line in candidates] == lowest["index"].tolist()
+    assert [float(line.split()[4]) for line in candidates] == pytest.approx(lowest["aum"].tolist(), abs=1e-6)
 
     tensorboard, demo, compare, combine = _printed_commands(printed)
     for command in (tensorboard, demo, compare, combine):

@@ -16,7 +16,13 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from lightning_difficulty.callbacks import ConfusionScore, DataDifficulty, DifficultyReport, PredictionDepth
+from lightning_difficulty.callbacks import (
+    ConfusionScore,
+    DataDifficulty,
+    DifficultyReport,
+    PredictionDepth,
+    TrainingDynamics,
+)
 from lightning_difficulty.data import IndexedDataset
 from lightning_difficulty.demo.datasets import load_digits_splits
 from lightning_difficulty.demo.models import SmallCNN
@@ -105,7 +111,7 @@ def command_prefix() -> str:
 
 
 def _analysis_callbacks() -> list[Any]:
-    return [ConfusionScore(), PredictionDepth(layers="auto", k=30), DataDifficulty(k=10)]
+    return [ConfusionScore(), TrainingDynamics(), PredictionDepth(layers="auto", k=30), DataDifficulty(k=10)]
 
 
 def format_summary(result: DemoResult, *, top: int = 10) -> str:
@@ -153,8 +159,34 @@ def format_summary(result: DemoResult, *, top: int = 10) -> str:
         c for c in ("index", "label", "prediction", "correct", "confusion", "prediction_depth", "kdn") if c in val
     ]
     lines.append(f"\n{top} hardest validation samples:\n{hardest[columns].to_string(index=False)}")
+    lines += _label_issue_lines(result.table, top)
     lines += _next_steps(result.run_dir, result.seed)
     return "\n".join(lines)
+
+
+LABEL_ISSUE_COLUMNS = ("index", "label", "prediction", "correct", "aum", "label_issue_score", "forgetting", "dm_region")
+
+
+def _label_issue_lines(table: pd.DataFrame, top: int) -> list[str]:
+    """The training dynamics in one line, and the ``top`` training samples most likely mislabelled (lowest AUM)."""
+    train = table[table["split"] == "train"]
+    if "aum" not in train or not train["aum"].notna().any():
+        return []
+    regions = train["dm_region"].value_counts() if "dm_region" in train else pd.Series(dtype=int)
+    shown = ", ".join(f"{int(regions[r])} {r}" for r in ("easy", "ambiguous", "hard") if r in regions)
+    lines = [
+        f"\n[train] training dynamics: mean AUM {train['aum'].mean():.3f} logit; "
+        f"{int(train['forgetting'].sum())} forgetting events; data-map regions: {shown}"
+    ]
+    candidates = train.nsmallest(top, "aum").copy()
+    if "forgetting" in candidates and candidates["forgetting"].notna().all():
+        candidates["forgetting"] = candidates["forgetting"].astype(int)  # a count of events
+    columns = [c for c in LABEL_ISSUE_COLUMNS if c in train]
+    lines.append(
+        f"\n{top} label-issue candidates (training samples with the lowest AUM; label_issue_score = 1 - p(label) of "
+        f"the final model):\n{candidates[columns].to_string(index=False)}"
+    )
+    return lines
 
 
 def _next_steps(run_dir: Path, seed: int) -> list[str]:
