@@ -127,7 +127,9 @@ def test_csv_logger_gets_the_per_epoch_confusion_curve(tmp_path: Path) -> None:
         rows = metrics[metrics[name].notna()].sort_values("step")
         per_epoch = per_epoch_mean(recorder.kept[split], n, entropy_of)
         expected = [float(np.nanmean(per_epoch[e])) for e in sorted(per_epoch)]
-        assert rows["step"].tolist() == sorted(per_epoch)
+        # Lightning's step axis (the global step), with the epoch in its own column
+        assert rows["epoch"].tolist() == sorted(per_epoch)
+        assert rows["step"].is_monotonic_increasing and rows["step"].iloc[-1] > rows["epoch"].iloc[-1]
         np.testing.assert_allclose(rows[name].to_numpy(), expected, rtol=1e-5)
 
 

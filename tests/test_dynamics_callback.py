@@ -92,8 +92,8 @@ def test_epoch_curves_data_map_and_score_correlations(tmp_path: Path) -> None:
         ("aum_mean", [margin[:e].mean(axis=0).mean() for e in range(1, 5)]),
         ("margin_mean", margin.mean(axis=1)),
     ):
-        logged = metrics[["step", f"difficulty/{name}/train"]].dropna().sort_values("step")
-        assert logged["step"].tolist() == [0, 1, 2, 3]
+        logged = metrics[["epoch", f"difficulty/{name}/train"]].dropna().sort_values("epoch")
+        assert logged["epoch"].tolist() == [0, 1, 2, 3]
         np.testing.assert_allclose(logged[f"difficulty/{name}/train"], expected, rtol=1e-5, err_msg=name)
 
     events = EventAccumulator(str(loggers[1].log_dir), size_guidance={"images": 0})

@@ -161,6 +161,8 @@ class PerSampleAccumulator(DifficultyCallback):
 
     values: ClassVar[tuple[str, ...]] = ()
     states: ClassVar[tuple[SampleState, ...]] = ()
+    scalars: ClassVar[tuple[str, ...]] = ()
+    """Names of the extra per-epoch scalars :meth:`state_scalars` returns (logged beside the values' means)."""
     needs_labels: ClassVar[bool] = True
     needs_report = False
 
@@ -269,6 +271,7 @@ class PerSampleAccumulator(DifficultyCallback):
             self._accumulators, self._checked, self._restored = {}, set(), False
             self._classes_checked, self._history = set(), []
         self._trainer_ref = weakref.ref(trainer)
+        self._check_curve_keys(trainer)
         self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
         if self.record != "none":
             check_writable(self._records_root, owner=type(self).__name__)
@@ -571,10 +574,37 @@ class PerSampleAccumulator(DifficultyCallback):
         means: dict[str, np.ndarray],
         seen: np.ndarray,
     ) -> None:
-        from lightning_difficulty.views.tensorboard import log_epoch_curves
+        """The epoch's curves through the LightningModule's ``log`` (every logger, Lightning's step axis with an
+        ``epoch`` key, ``trainer.callback_metrics`` for EarlyStopping / ModelCheckpoint); the per-sample
+        distributions as TensorBoard histograms."""
+        from lightning_difficulty.views.tensorboard import log_histograms
 
-        curves = {(f"{name}_mean" if name in self.values else name): value for name, value in scalars.items()}
-        log_epoch_curves(trainer, split, epoch, curves, {name: v[seen] for name, v in means.items()})
+        module = trainer.lightning_module
+        for name, value in scalars.items():
+            if np.isfinite(value):  # identical on every rank (reduced above): the sync is a formality
+                module.log(curve_key(self._curve_name(name), split), float(value), on_epoch=True, sync_dist=True)
+        log_histograms(trainer, split, {name: v[seen] for name, v in means.items()})
+
+    def _curve_name(self, name: str) -> str:
+        return f"{name}_mean" if name in self.values else name
+
+    def curve_keys(self) -> set[str]:
+        """The logged keys this measure can produce (``difficulty/<name>/<split>``; validation: the first loader)."""
+        names = [*(f"{v}_mean" for v in self.values), *self.scalars]
+        return {curve_key(name, split) for name in names for split in self.splits}
+
+    def _check_curve_keys(self, trainer: pl.Trainer) -> None:
+        """Refuse, at setup, two measures that would log the same curve (each would overwrite the other's)."""
+        mine = self.curve_keys()
+        for other in trainer.callbacks:  # type: ignore[attr-defined]
+            if other is self or not isinstance(other, PerSampleAccumulator):
+                continue
+            shared = sorted(mine & other.curve_keys())
+            if shared:
+                raise ValueError(
+                    f"{self.state_key} and {other.state_key} both log {shared}: one would overwrite the other. "
+                    "Give each measure its own value names, or keep one of them."
+                )
 
     def _split_names(self, trainer: pl.Trainer) -> list[str]:
         names = ["train"] if "train" in self.splits else []
@@ -687,6 +717,17 @@ class PerSampleAccumulator(DifficultyCallback):
 
 FOREIGN_PREDICTIONS = 0.5
 """Share of an epoch's predictions naming classes that no label uses above which the output is refused."""
+
+
+def curve_key(name: str, split: str) -> str:
+    """``difficulty/<name>/<split>``, the key of a per-epoch curve.
+
+    Example::
+
+        >>> curve_key("confusion_mean", "val")
+        'difficulty/confusion_mean/val'
+    """
+    return f"difficulty/{name}/{split}"
 
 
 def _fingerprint(labels: np.ndarray) -> str:

@@ -39,6 +39,7 @@ class TrainingDynamics(PerSampleAccumulator):
     """
 
     values = ("p_label", "correct", "margin", "el2n")
+    scalars = ("aum_mean", "forgetting_events")
     states = (
         *(SampleState(name, array.dtype) for name, array in _STATES.items()),
         SampleState("el2n_last", np.float64, float("nan")),

@@ -35,17 +35,10 @@ def warn_no_tensorboard(trainer: pl.Trainer, what: str) -> None:
     )
 
 
-def log_epoch_curves(
-    trainer: pl.Trainer, split: str, epoch: int, means: dict[str, float], per_sample: dict[str, np.ndarray]
-) -> None:
-    """Per-epoch scalars to every logger as ``difficulty/<name>/<split>`` (x axis: epoch); the per-sample
-    distributions as TensorBoard histograms ``difficulty/<name>/<split>``."""
+def log_histograms(trainer: pl.Trainer, split: str, per_sample: dict[str, np.ndarray]) -> None:
+    """Per-sample distributions as TensorBoard histograms ``difficulty/<name>/<split>`` at the global step."""
     if not trainer.is_global_zero:
         return
-    metrics = {f"difficulty/{name}/{split}": value for name, value in means.items() if np.isfinite(value)}
-    for logger in trainer.loggers:
-        if metrics:
-            logger.log_metrics(metrics, step=epoch)
     writer = tensorboard_writer(trainer)
     if writer is None:
         if trainer.loggers:
@@ -53,4 +46,4 @@ def log_epoch_curves(
         return
     for name, values in per_sample.items():
         if values.size:
-            writer.add_histogram(f"difficulty/{name}/{split}", values, epoch)
+            writer.add_histogram(f"difficulty/{name}/{split}", values, trainer.global_step)
