@@ -208,6 +208,7 @@ class PerSampleAccumulator(DifficultyCallback):
         self._rank = 0
         self._trainer_ref: weakref.ref[pl.Trainer] | None = None
         self._history: list[dict[str, Any]] = []
+        self._pending_skips: list[int] = []
 
     # -- what a measure supplies ------------------------------------------------------------------
     def per_batch(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -269,7 +270,7 @@ class PerSampleAccumulator(DifficultyCallback):
             self._restored = True
         else:  # a new fit (or this callback reused in another Trainer): per-fit state starts clean
             self._accumulators, self._checked, self._restored = {}, set(), False
-            self._classes_checked, self._history = set(), []
+            self._classes_checked, self._history, self._pending_skips = set(), [], []
         self._trainer_ref = weakref.ref(trainer)
         self._check_curve_keys(trainer)
         self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
@@ -302,22 +303,26 @@ class PerSampleAccumulator(DifficultyCallback):
             if split == "train":
                 self._finish_restored_epoch(trainer)
         if not self._restored and self._records_root is not None and trainer.is_global_zero:
-            for split in self._split_names(trainer):
-                EpochRecorder.discard_previous(self._records_root, split)  # a fresh fit: no epochs of other runs
+            # a fresh fit: no epochs of other runs, of any split (this fit may not score a split the last one did)
+            for folder in sorted(self._records_root.glob("*/")):
+                EpochRecorder.discard_previous(self._records_root, folder.name)
         trainer.strategy.barrier()
 
     def _note_skipped_validation(self, trainer: pl.Trainer, epoch: int) -> None:
         every = trainer.check_val_every_n_epoch
         if "val" not in self.splits or not every or (epoch + 1) % every or not trainer.limit_val_batches:
             return
-        # the validation loaders may not be loaded yet here: the splits validated so far, or the first
-        for split in [s for s in self._accumulators if s.startswith("val")] or [split_name(0)]:
+        if trainer.val_dataloaders is None:  # not loaded yet: noted for every loader when validation starts
+            self._pending_skips.append(epoch)
+            return
+        for split in self._split_names(trainer):
+            if not split.startswith("val"):
+                continue
             self._note(
                 split,
                 epoch,
                 "skipped",
-                f"resumed from a checkpoint taken at the last training batch of epoch {epoch}: Lightning does not "
-                "run the validation that follows it, so this split counts one validation run fewer",
+                _SKIPPED.format(epoch=epoch),
             )
 
     @override
@@ -391,6 +396,19 @@ class PerSampleAccumulator(DifficultyCallback):
     ) -> None:
         if self._reads_validation(trainer):
             self._close(trainer, split_name(dataloader_idx), "validation step")
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for epoch in self._pending_skips:  # no validation ran after the resume: its loaders were never loaded
+            self._note(split_name(0), epoch, "skipped", _SKIPPED.format(epoch=epoch))
+        self._pending_skips = []
+
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pending, self._pending_skips = self._pending_skips, []
+        if self._reads_validation(trainer):
+            for epoch in pending:
+                self._note_skipped_validation(trainer, epoch)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -717,6 +735,12 @@ class PerSampleAccumulator(DifficultyCallback):
 
 FOREIGN_PREDICTIONS = 0.5
 """Share of an epoch's predictions naming classes that no label uses above which the output is refused."""
+
+
+_SKIPPED = (
+    "resumed from a checkpoint taken at the last training batch of epoch {epoch}: Lightning does not run the "
+    "validation that follows it, so this split counts one validation run fewer"
+)
 
 
 def curve_key(name: str, split: str) -> str:

@@ -330,43 +330,50 @@ class DifficultyReport(ReportComposer):
             return run_capture(trainer, pl_module, minimal, cache)
 
     def _derive(self, table: pd.DataFrame, shared: Contribution, skipped: list[str]) -> Derived:
-        """Derived columns: confusion bands (edges shared by all splits), hard, group, pattern, error category."""
+        """Derived columns: confusion bands (edges shared by all splits), hard, group, pattern, error category.
+        Each is optional: one that fails is skipped with a warning, and the table is written without it."""
         table = table.copy()
         bands: dict[str, Any] = {}
-        if "confusion" in table and np.isfinite(table["confusion"].to_numpy(float)).sum() > 1:
-            edges, fitted_on = analysis.confusion_band_edges(table, self.num_bands)
-            table["confusion_band"] = analysis.band_column(table["confusion"].to_numpy(float), edges)
-            bands = {"edges": edges.tolist(), "fitted_on": fitted_on}
+        with _optional(skipped, "confusion_band"):
+            if "confusion" in table and np.isfinite(table["confusion"].to_numpy(float)).sum() > 1:
+                edges, fitted_on = analysis.confusion_band_edges(table, self.num_bands)
+                table["confusion_band"] = analysis.band_column(table["confusion"].to_numpy(float), edges)
+                bands = {"edges": edges.tolist(), "fitted_on": fitted_on}
         parts = dict(tuple(table.groupby("split", sort=False)))
         manifests: dict[str, Any] = {}
         for split, rows in parts.items():
             rows = rows.copy()
             self._warn_unscored(str(split), rows)
             if self.hard_subset is not None:
-                rows["hard"], manifest = analysis.hard_column(rows, self.hard_subset)
-                if manifest is not None and split == self.hard_subset.split:
-                    manifests["hard_subset"] = manifest
-            patterns = analysis.difficulty_patterns(rows, self.taxonomy)
-            if patterns is not None:
-                rows["pattern"] = patterns.ids
-                for reason in patterns.degenerate:
-                    _skip(skipped, f"part of the pattern taxonomy of split {split!r}: {reason}; set TaxonomyThresholds")
-            elif "human_difficulty" in rows:  # without annotations the taxonomy does not apply: no warning
-                _skip(skipped, f"pattern of split {split!r}: {analysis.pattern_blocker(rows)}")
+                with _optional(skipped, f"hard of split {split!r}"):
+                    rows["hard"], manifest = analysis.hard_column(rows, self.hard_subset)
+                    if manifest is not None and split == self.hard_subset.split:
+                        manifests["hard_subset"] = manifest
+            with _optional(skipped, f"pattern of split {split!r}"):
+                self._patterns(str(split), rows, skipped)
             if self.error_taxonomy is not None:
-                try:
+                with _optional(skipped, f"error_category of split {split!r}"):
                     counts = shared.annotation_counts.get(str(split))
                     rows["error_category"] = analysis.error_categories(rows, self.error_taxonomy, counts)
-                except Exception as err:
-                    _skip(skipped, f"error_category of split {split!r}: {err}")
             parts[split] = rows
         if self.groups is not None and self.groups.split in parts:
-            groups = analysis.group_manifest(parts[self.groups.split], self.groups)
-            if groups is not None:
-                manifests["groups"] = groups
-                for rows in parts.values():
-                    rows["group"] = analysis.group_column(rows, groups)
+            with _optional(skipped, "group"):
+                groups = analysis.group_manifest(parts[self.groups.split], self.groups)
+                if groups is not None:
+                    columns = {split: analysis.group_column(rows, groups) for split, rows in parts.items()}
+                    manifests["groups"] = groups
+                    for split, rows in parts.items():
+                        rows["group"] = columns[split]
         return Derived(pd.concat(parts.values(), ignore_index=True), bands, manifests)
+
+    def _patterns(self, split: str, rows: pd.DataFrame, skipped: list[str]) -> None:
+        patterns = analysis.difficulty_patterns(rows, self.taxonomy)
+        if patterns is not None:
+            rows["pattern"] = patterns.ids
+            for reason in patterns.degenerate:
+                _skip(skipped, f"part of the pattern taxonomy of split {split!r}: {reason}; set TaxonomyThresholds")
+        elif "human_difficulty" in rows:  # without annotations the taxonomy does not apply: no warning
+            _skip(skipped, f"pattern of split {split!r}: {analysis.pattern_blocker(rows)}")
 
     def _warn_unscored(self, split: str, rows: pd.DataFrame) -> None:
         if "confusion" in rows:
@@ -572,6 +579,15 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _optional(skipped: list[str], what: str) -> Iterator[None]:
+    """Run an optional derivation: a failure is skipped with a warning (the table is still written)."""
+    try:
+        yield
+    except Exception as err:
+        _skip(skipped, f"{what}: {type(err).__name__}: {err}")
 
 
 def _skip(skipped: list[str], reason: str) -> None:

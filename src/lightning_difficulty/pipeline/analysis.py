@@ -261,7 +261,8 @@ def group_column(rows: pd.DataFrame, manifest: GroupsManifest) -> np.ndarray:
     scores = rows[manifest.score].to_numpy(float)
     groups = np.full(len(rows), -1, dtype=np.int64)
     seen = np.isfinite(scores)
-    groups[seen] = threshold_bands(scores[seen], thresholds=manifest.edges)
+    if seen.any():  # a split that no run scored keeps -1 everywhere
+        groups[seen] = threshold_bands(scores[seen], thresholds=manifest.edges)
     return groups
 
 
