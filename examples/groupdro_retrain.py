@@ -194,8 +194,8 @@ def read_groups(table: pd.DataFrame, run_dir: Path, splits: Splits) -> Groups:
             f" train confusion spans [{confusion.min():.3f}, {confusion.max():.3f}] nats. Pick --threshold inside it."
         )
     # The user's path: the bands of each split, checked against the dataset's length and labels.
-    train = groups_from_run(run_dir, splits.train, score="group", split="train")
-    val = groups_from_run(run_dir, splits.val, score="group", split="val")
+    train = groups_from_run(run_dir, splits.train, score="group", split="train", by_class=False)
+    val = groups_from_run(run_dir, splits.val, score="group", split="val", by_class=False)
     hard = split_column(table, "val", "hard", len(splits.val)).astype(bool)
     return Groups(manifest, train, val, hard)
 

@@ -178,7 +178,7 @@ def test_groups_from_run_aum_is_the_lowest_tenth_split_by_class(
     found = groups_from_run(run_dir, IndexedDataset(train_set), score="aum", by_class=True)
     assert np.array_equal(found, expected)
     threshold = float(np.median(aum))
-    flags = groups_from_run(run_dir, train_set, score="aum", threshold=threshold)
+    flags = groups_from_run(run_dir, train_set, score="aum", threshold=threshold, by_class=False)
     assert np.array_equal(flags, (aum <= threshold).astype(np.int64))
 
 
@@ -187,20 +187,29 @@ def test_groups_from_run_higher_is_harder_and_errors(
 ) -> None:
     confusion = train_rows["confusion"].to_numpy()
     top = np.lexsort((np.arange(TRAIN), -confusion))[: math.ceil(0.25 * TRAIN)]
-    found = groups_from_run(run_dir, train_set, score="confusion", hard_fraction=0.25)
+    found = groups_from_run(run_dir, train_set, score="confusion", hard_fraction=0.25, by_class=False)
     assert np.array_equal(np.flatnonzero(found), np.sort(top))
-    errors = groups_from_run(run_dir, train_set, score="errors")
+    errors = groups_from_run(run_dir, train_set, score="errors", by_class=False)
     assert np.array_equal(errors, (train_rows["prediction"] != train_rows["label"]).to_numpy().astype(np.int64))
+
+
+def test_groups_from_run_default_is_the_top_tenth_confusion_of_each_class(
+    run_dir: Path, train_set: ArrayDataset, train_rows: pd.DataFrame
+) -> None:
+    confusion = train_rows["confusion"].to_numpy()
+    hard = np.zeros(TRAIN, dtype=np.int64)
+    hard[np.lexsort((np.arange(TRAIN), -confusion))[: math.ceil(0.1 * TRAIN)]] = 1  # higher confusion = harder
+    assert np.array_equal(groups_from_run(run_dir, train_set), 2 * train_set.targets + hard)
 
 
 def test_groups_from_run_bands_are_the_group_column(
     run_dir: Path, train_set: ArrayDataset, train_rows: pd.DataFrame
 ) -> None:
-    bands = groups_from_run(run_dir, train_set)
+    bands = groups_from_run(run_dir, train_set, score="group", by_class=False)
     assert np.array_equal(bands, train_rows["group"].to_numpy())
     sizes = json.loads((run_dir / "groups.json").read_text())["sizes"]
     assert np.bincount(bands, minlength=len(sizes)).tolist() == sizes
-    by_class = groups_from_run(run_dir, train_set, by_class=True)
+    by_class = groups_from_run(run_dir, train_set, score="group")
     assert np.array_equal(by_class, train_set.targets * len(sizes) + bands)
 
 
@@ -229,7 +238,9 @@ def test_groups_from_run_refuses_unknown_names_and_bad_options(run_dir: Path, tr
         groups_from_run(run_dir, train_set, split="test")
     with pytest.raises(ValueError, match="Pass `higher_is_harder=True` or `False`"):
         groups_from_run(run_dir, train_set, score="dm_variability")
-    assert groups_from_run(run_dir, train_set, score="dm_variability", higher_is_harder=True).sum() == 16
+    assert (
+        groups_from_run(run_dir, train_set, score="dm_variability", higher_is_harder=True, by_class=False).sum() == 16
+    )
     with pytest.raises(ValueError, match=r"`hard_fraction` to lie in \(0, 1\), but got 1.5"):
         groups_from_run(run_dir, train_set, score="aum", hard_fraction=1.5)
     with pytest.raises(ValueError, match="puts no sample of split 'train' in the hard group"):
@@ -253,4 +264,4 @@ def test_groups_from_run_checks_the_fingerprint_of_groups_json(
     (copy / "groups.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"fingerprint sha256:\w+\) differ from those .*groups.json was made from"):
         groups_from_run(copy, train_set, score="group")
-    assert groups_from_run(copy, train_set, score="aum").sum() == math.ceil(0.1 * TRAIN)  # bands only
+    assert groups_from_run(copy, train_set, score="aum", by_class=False).sum() == math.ceil(0.1 * TRAIN)  # bands only
