@@ -265,3 +265,25 @@ def test_groups_from_run_checks_the_fingerprint_of_groups_json(
     with pytest.raises(ValueError, match=r"fingerprint sha256:\w+\) differ from those .*groups.json was made from"):
         groups_from_run(copy, train_set, score="group")
     assert groups_from_run(copy, train_set, score="aum", by_class=False).sum() == math.ceil(0.1 * TRAIN)  # bands only
+
+
+def test_groups_from_run_boolean_columns(run_dir: Path, train_set: ArrayDataset, tmp_path: Path) -> None:
+    # A nullable boolean column (True / False / missing): True is hard when higher is harder, missing is refused.
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    table = read_scores(copy)
+    flag = pd.array(np.arange(len(table)) % 3 == 0, dtype="boolean")
+    table["flag"] = flag
+    table.to_parquet(copy / "scores.parquet")
+    rows = table[table["split"] == "train"].sort_values("index")
+    expected = rows["flag"].to_numpy(bool).astype(np.int64)
+    assert np.array_equal(
+        groups_from_run(copy, train_set, score="flag", higher_is_harder=True, by_class=False), expected
+    )
+    assert np.array_equal(
+        groups_from_run(copy, train_set, score="flag", higher_is_harder=False, by_class=False), 1 - expected
+    )
+    table.loc[(table["split"] == "train") & (table["index"] == 0), "flag"] = pd.NA
+    table.to_parquet(copy / "scores.parquet")
+    with pytest.raises(ValueError, match=r"1 samples have no 'flag' value"):
+        groups_from_run(copy, train_set, score="flag", higher_is_harder=True)

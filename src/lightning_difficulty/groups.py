@@ -191,7 +191,12 @@ def _hard_flags(
             f"Expected argument `score` to name a numeric or boolean column, but {score!r} is {values.dtype}."
         )
     harder = _direction(folder, score) if higher_is_harder is None else higher_is_harder
-    if values.dtype == bool:
+    if pd.api.types.is_bool_dtype(values):  # numpy bool or pandas' nullable "boolean"
+        if values.isna().any():
+            raise ValueError(
+                f"{int(values.isna().sum())} samples have no {score!r} value in {folder} (never seen)."
+                " Score every sample of the split, or pass `score=` another column."
+            )
         if fraction is not None or threshold is not None:
             raise ValueError(
                 f"Column {score!r} is boolean: its True (or False) samples are the hard group. Pass neither"
@@ -226,7 +231,7 @@ def _cut(signed: np.ndarray, fraction: float | None, threshold: float | None) ->
 
 
 def _is_score(values: pd.Series) -> bool:
-    return values.dtype == bool or pd.api.types.is_numeric_dtype(values)
+    return pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values)
 
 
 def _direction(folder: Path, score: str) -> bool:
