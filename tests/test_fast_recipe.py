@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +24,10 @@ from lightning_difficulty.demo.fast_cifar import (
     warmup_decay,
     whitening_filters,
 )
-from lightning_difficulty.pipeline.capture import top_level_blocks
+from lightning_difficulty.pipeline.capture import ActivationReducer, top_level_blocks
 from tests.helpers import trainer_kwargs
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cifar10.py"
 
 
 @pytest.fixture
@@ -153,3 +157,28 @@ def test_learns_a_colour_task_and_confusion_score_reads_the_tta_logits(tmp_path:
     # validation ran once (epoch 4): its confusion is the entropy of the flip-averaged logits of the final model
     np.testing.assert_allclose(score.scores["val"], scipy_entropy(softmax(tta, axis=1), axis=1), rtol=1e-4)
     assert score.scores["train"].shape == (256,) and np.isfinite(score.scores["train"]).all()
+
+
+def test_projected_layer_stays_float32_under_bf16_autocast() -> None:
+    """The recipe trains in bf16-mixed: the fit-end pass's projection must not come back as (numpy-less) bf16."""
+    reducer = ActivationReducer("block2", "auto")
+    activations = torch.randn(3, 128, 4, 4)  # 128 channels x 2x2 grid = 512 dims > 256: projected
+    plain = reducer(activations)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = reducer(activations)
+    assert mixed.dtype == torch.float32
+    assert mixed.equal(plain)
+
+
+def test_cifar10_example_defaults_to_the_fast_recipe_on_all_images() -> None:
+    spec = importlib.util.spec_from_file_location("cifar10_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example
+    spec.loader.exec_module(example)
+    fast = example.parse_args(["--data-dir", "."])
+    assert (fast.model, fast.train_subset, fast.epochs, fast.width, fast.batch_size) == ("fast", None, 10, 32, 512)
+    assert isinstance(example.build_model(fast)[0], FastCifarModule)
+    old = example.parse_args(["--model", "smallcnn", "--epochs", "3"])
+    assert (old.epochs, old.width, old.batch_size) == (3, 16, 128)
+    assert example.build_model(old)[1] == "32-true"

@@ -75,7 +75,9 @@ class ActivationReducer:
             x = x.float().mean(dim=1)
         x = x.flatten(1).float()
         if x.shape[1] > self.max_dims:
-            x = x @ self._project(x.shape[1], x.device)
+            # in float32 also under a bf16-mixed run's autocast (a bf16 result would round, and numpy lacks bf16)
+            with torch.autocast(x.device.type, enabled=False):
+                x = x @ self._project(x.shape[1], x.device)
         return x
 
     def _project(self, dims: int, device: torch.device) -> Tensor:
