@@ -8,6 +8,7 @@ between the two ``# ---`` markers, exactly (``tests/test_readme.py`` checks it).
 """
 
 # --- README "Usage" from here ---
+import sys
 from typing import Any
 
 import lightning as L
@@ -76,6 +77,6 @@ trainer.fit(Classifier(), train, val)
 results = f"{trainer.log_dir}/difficulty"
 table = read_scores(results)  # one row per (split, dataset index)
 print(f"Per-sample table: {results}/scores.parquet ({len(table)} rows); summary: {results}/summary.json")
-print("TensorBoard: .venv/bin/tensorboard --logdir runs/quickstart")
+print(f"TensorBoard: {sys.executable} -m tensorboard.main --logdir runs/quickstart")  # this environment's
 print(table[table.split == "val"].nlargest(5, "confusion")[["index", "label", "prediction", "confusion"]])
 # --- README "Usage" to here ---

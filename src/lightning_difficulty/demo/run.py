@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,25 +91,55 @@ def run_demo(
     return DemoResult(report.run_dir(trainer), report.table, report.summary, seed)
 
 
-def command_prefix() -> str:
-    """How to call this environment's commands from the working directory: ``""`` if they are on ``PATH``.
+# what each printed program runs, for an environment that has no script of that name
+_MODULES = {"tensorboard": "tensorboard.main", "lightning-difficulty": "lightning_difficulty.cli"}
 
-    In a virtual environment that is not activated this is e.g. ``".venv/bin/"``.
+
+def follow_up_command(program: str) -> str:
+    """How to call ``program`` of the running interpreter's environment from the working directory.
+
+    The bare name where ``PATH`` finds that environment's own script (an activated environment, a ``--user``
+    install); the script's path where the environment is not activated (e.g. ``.venv/bin/tensorboard``);
+    ``<python> -m <module>`` where the environment has no such script (a package installed without its
+    scripts, or importable only through a ``.pth`` file).
 
     Example::
 
-        print(f"{command_prefix()}tensorboard --logdir runs")
+        print(f"{follow_up_command('tensorboard')} --logdir runs")
     """
-    bin_dir = Path(sys.executable).parent
-    found = shutil.which("lightning-difficulty")
-    if found is not None and Path(found).parent.resolve() == bin_dir.resolve():
-        return ""
+    script = _environment_script(program)
+    if script is None:
+        python = Path(sys.executable)
+        found = shutil.which("python")
+        shown = "python" if found is not None and Path(os.path.abspath(found)) == python.absolute() else _shown(python)
+        return f"{shown} -m {_MODULES[program]}"
+    found = shutil.which(program)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return program
+    return _shown(script)
+
+
+def _environment_script(program: str) -> Path | None:
+    """``program``'s script in this interpreter's script folders (its own, the install scheme's, the user's)."""
+    folders = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    with contextlib.suppress(KeyError, ValueError):  # no user scheme on this platform
+        folders.append(Path(sysconfig.get_path("scripts", sysconfig.get_preferred_scheme("user"))))
+    for folder in folders:
+        candidate = folder / program
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (``./`` kept), else absolute."""
     try:
-        shown = os.path.relpath(bin_dir)
+        relative = os.path.relpath(path)
     except ValueError:  # another drive on Windows
-        shown = str(bin_dir)
-    shown = str(bin_dir) if shown.startswith("..") else shown
-    return shown.rstrip("/") + "/"
+        return str(path)
+    if relative.startswith(".."):
+        return str(path.absolute())
+    return relative if os.sep in relative else f".{os.sep}{relative}"
 
 
 def _analysis_callbacks() -> list[Any]:
@@ -190,8 +222,8 @@ def _label_issue_lines(table: pd.DataFrame, top: int) -> list[str]:
 
 
 def _next_steps(run_dir: Path, seed: int) -> list[str]:
-    """The commands to look further, as they run from the working directory (venv need not be active)."""
-    bin_ = command_prefix()
+    """The commands to look further, as they run from the working directory in the environment the demo ran in."""
+    tensorboard, cli = follow_up_command("tensorboard"), follow_up_command("lightning-difficulty")
     out = run_dir.parent
     log_root = out.parent
     base = re.sub(r"_seed\d+$", "", out.name)
@@ -200,8 +232,8 @@ def _next_steps(run_dir: Path, seed: int) -> list[str]:
     return [
         f"\nResults: {run_dir} (scores.parquet, summary.json, hard_subset.json, groups.json)",
         "Next:",
-        f"  {bin_}tensorboard --logdir {log_root}    # then open http://localhost:6006, run '{out.name}'",
-        f"  {bin_}lightning-difficulty demo --seed {seed + 1} --out {other}    # same data, another training seed",
-        f"  {bin_}lightning-difficulty compare {run_dir} {other_run}",
-        f"  {bin_}lightning-difficulty combine {run_dir} {other_run} -o {log_root / 'ensemble'}",
+        f"  {tensorboard} --logdir {log_root}    # then open http://localhost:6006, run '{out.name}'",
+        f"  {cli} demo --seed {seed + 1} --out {other}    # same data, another training seed",
+        f"  {cli} compare {run_dir} {other_run}",
+        f"  {cli} combine {run_dir} {other_run} -o {log_root / 'ensemble'}",
     ]
