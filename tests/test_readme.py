@@ -165,7 +165,8 @@ def test_every_readme_command_works_as_printed() -> None:
     lines = _shell_lines(README)
     assert "make demo" in lines and "make test" in lines  # the two commands
     assert any(line.startswith(".venv/bin/lightning-difficulty compare") for line in lines)
-    assert any(line.startswith("pip install torch==") for line in lines)  # the CPU-torch note
+    assert any(line.startswith("pip install torch --index-url") for line in lines)  # the CPU-torch note
+    assert "pip install torch==" + _pinned_torch() in README
     assert _check_shell(README, prefixed=True) == []
 
 

@@ -6,8 +6,8 @@ exact-search rate of one rank (distance flop/s, measured by :func:`search_rate` 
 search costs ``2 N Q d`` flops per probe, at :data:`EXACT_SCALE` times the time ``R`` predicts. IVF with
 ``nlist = 4 sqrt(N)`` lists scans about ``N / 16`` candidates per query (the default
 ``nprobe = nlist / 16``) at a fraction :data:`IVF_SCAN_EFFICIENCY` of ``R`` (the scan is memory-bound), plus
-k-means training on ``40 nlist`` rows and the assignment of every row. The README's cost model table
-checks these formulas against ``benchmarks/scale.py`` at three sizes.
+k-means training on ``40 nlist`` rows and the assignment of every row. The cost-model checks (docs/results.md)
+check these formulas against ``benchmarks/scale.py`` at three sizes.
 """
 
 from __future__ import annotations
