@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(BIN)/lightning-difficulty demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs/griffe_roles.py
+	$(BIN)/ruff format --check src tests benchmarks examples docs/griffe_roles.py
 	$(BIN)/mypy
 
 # the documentation site (mkdocs.yml, docs/): --strict turns every warning (a broken link, a page left out of
