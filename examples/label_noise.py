@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from lightning_difficulty import (
@@ -44,7 +46,7 @@ from lightning_difficulty import (
 )
 from lightning_difficulty.demo.datasets import ArrayDataset, Splits, default_data_dir, load_cifar10_splits
 from lightning_difficulty.demo.models import SmallCNN
-from lightning_difficulty.functional.dynamics import auroc, forgetting_sort_key, precision_at_k
+from lightning_difficulty.functional.dynamics import forgetting_sort_key, precision_at_k
 
 SETTINGS = ("uniform", "pair")
 # score name -> (column of scores.parquet, sign that makes "higher = more likely flipped")
@@ -198,7 +200,8 @@ def detection_metrics(scores: dict[str, np.ndarray], flipped: np.ndarray) -> lis
         rows.append(
             {
                 "score": name,
-                "auroc": auroc(kept, positive),
+                # AUROC depends on the ranks only: ranking first admits the +inf of never-learned samples
+                "auroc": float(roc_auc_score(positive, rankdata(kept))),
                 "precision_at_noise_rate": precision_at_k(kept, positive, k),
                 "n": int(keep.sum()),
             }

@@ -24,7 +24,6 @@ from lightning_difficulty.functional.dynamics import (
     aum,
     aum_flags,
     aum_threshold,
-    auroc,
     data_map_regions,
     dm_confidence,
     dm_correctness,
@@ -320,23 +319,6 @@ def test_self_confidence_score() -> None:
     np.testing.assert_allclose(self_confidence_score(probs, labels), [1 - probs[i, i % 5] for i in range(20)])
     with pytest.raises(ValueError, match="labels"):
         self_confidence_score(probs, labels + 1)
-
-
-@pytest.mark.parametrize("integer_scores", [False, True])
-def test_auroc_matches_sklearn(integer_scores: bool) -> None:
-    rng = np.random.default_rng(8)
-    positive = rng.random(300) < 0.2
-    scores = rng.normal(size=300) + positive
-    if integer_scores:  # heavy ties, like forgetting counts
-        scores = np.round(scores)
-    assert auroc(scores, positive) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
-
-
-def test_auroc_rejects_one_class_and_nan() -> None:
-    with pytest.raises(ValueError, match="both positives and negatives"):
-        auroc([0.1, 0.2], np.array([True, True]))
-    with pytest.raises(ValueError, match="NaN"):
-        auroc([0.1, np.nan], np.array([True, False]))
 
 
 def test_precision_at_k_without_ties_is_the_top_k_share() -> None:

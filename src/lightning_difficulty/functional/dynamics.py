@@ -16,8 +16,8 @@ Three layers, all pure:
    :func:`dm_correctness`, :func:`data_map_regions`; :class:`ForgettingState` / :func:`fold_forgetting` ->
    :func:`forgetting`, :func:`never_learned`; :class:`AumState` / :func:`fold_aum` -> :func:`aum`.
 3. **Label noise** (numpy): AUM threshold samples (:func:`make_threshold_samples`, :func:`aum_threshold`,
-   :func:`aum_flags`), cleanlab's :func:`self_confidence_score`, and the benchmark metrics :func:`auroc`
-   and :func:`precision_at_k`.
+   :func:`aum_flags`), cleanlab's :func:`self_confidence_score`, and the benchmark metric :func:`precision_at_k`
+   (AUROC is scikit-learn's ``roc_auc_score``).
 
 Papers: Swayamdipta et al. 2020 (data maps), Toneva et al. 2019 (forgetting), Pleiss et al. 2020 (AUM),
 Paul, Ganguli & Dziugaite 2021 (EL2N), Northcutt et al. 2021 / cleanlab (self-confidence).
@@ -43,7 +43,6 @@ __all__ = [
     "aum",
     "aum_flags",
     "aum_threshold",
-    "auroc",
     "data_map_regions",
     "dm_confidence",
     "dm_correctness",
@@ -597,34 +596,6 @@ def self_confidence_score(probs: ArrayLike, labels: ArrayLike) -> NDArray[np.flo
     if y.shape[0] != p.shape[0]:
         raise ValueError(f"Expected `labels` of shape ({p.shape[0]},) like `probs`, but got {y.shape}.")
     return 1.0 - p[np.arange(p.shape[0]), y]
-
-
-def auroc(scores: ArrayLike, is_positive: ArrayLike) -> float:
-    """Area under the ROC curve of ``scores`` for finding the positives (ties count one half).
-
-    The Mann-Whitney statistic: the probability that a random positive scores above a random negative.
-    0.5 = chance; 1.0 = every positive ranks above every negative.
-
-    Example::
-
-        >>> auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
-        0.75
-    """
-    s, positive = _scores_and_labels(scores, is_positive)
-    n_pos = int(positive.sum())
-    n_neg = positive.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(
-            f"Expected both positives and negatives in `is_positive`, but got {n_pos} and {n_neg}. "
-            "AUROC is undefined with one class."
-        )
-    order = np.argsort(s, kind="stable")
-    sorted_scores = s[order]
-    ranks = np.empty(s.shape[0])
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], s.shape[0]]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # 1-based mean rank of each tie group
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def precision_at_k(scores: ArrayLike, is_positive: ArrayLike, k: int) -> float:
