@@ -230,3 +230,64 @@ def test_find_runs(tmp_path: Path) -> None:
     assert found == {".": tmp_path / "difficulty", "a": tmp_path / "a/difficulty", "b/c": tmp_path / "b/c/difficulty"}
     assert find_runs(tmp_path, max_depth=1) == {".": tmp_path / "difficulty", "a": tmp_path / "a/difficulty"}
     assert find_runs(tmp_path / "missing") == {}
+
+
+# ----------------------------------------------------------------------------------------------
+# The pure helpers of the static JavaScript, run in node (skipped where node is not installed)
+
+STATIC = Path(__file__).resolve().parents[1] / "src" / "lightning_difficulty" / "dashboard" / "static"
+
+
+def _node(expression: str) -> object:
+    """The JSON value of ``expression`` evaluated in node with ``util`` and ``summary`` imported."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = (
+        f"import * as util from '{(STATIC / 'util.js').as_uri()}';\n"
+        f"import * as summary from '{(STATIC / 'summary.js').as_uri()}';\n"
+        f"console.log(JSON.stringify({expression}));\n"
+    )
+    done = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_js_colour_scale_is_viridis() -> None:
+    from matplotlib import colormaps
+
+    ts = np.linspace(0.0, 1.0, 41)
+    ours = np.array(_node(f"{ts.tolist()}.map((t) => util.viridis(t))"), dtype=float)
+    reference = np.array([colormaps["viridis"](t)[:3] for t in ts]) * 255
+    np.testing.assert_allclose(ours, reference, atol=5.0)  # 17 stops, linear in between: within 5 of 255 (2 %)
+    assert _node("[util.viridis(-1), util.viridis(2), util.viridis(NaN)]") == [[68, 1, 84], [253, 231, 37], [68, 1, 84]]
+    # lightness rises monotonically (perceptual order): the Rec. 709 luma of each step
+    luma = ours @ np.array([0.2126, 0.7152, 0.0722])
+    assert (np.diff(luma) > 0).all()
+
+
+def test_js_log_share_and_class_text() -> None:
+    shares = _node("[util.logShare(1, 100), util.logShare(10, 100), util.logShare(100, 100), util.logShare(1, 1)]")
+    assert shares == pytest.approx([0.0, 0.5, 1.0, 1.0], abs=1e-12)  # log(c) / log(max), by hand
+    texts = _node(
+        "[util.classText({class_names: ['0', '1', '2', '3', '4', '5', '6']}, 6), util.classText({class_names: "
+        "['airplane', 'cat']}, 1), util.classText({class_names: []}, 7), util.classText({class_names: ['x']}, -1)]"
+    )
+    assert texts == ["6", "1 cat", "7", "-1"]
+
+
+@pytest.mark.parametrize(
+    ("available", "expected"),
+    [
+        (["confusion", "kdn", "label_issue_score", "prediction_depth", "aum"], ["prediction_depth", "kdn"]),
+        (["confusion", "kdn", "human_difficulty", "el2n"], ["confusion", "kdn", "human_difficulty"]),
+        (["kdn:input", "label_issue_score"], ["kdn:input", "label_issue_score"]),  # topped up to two
+        (["aum", "el2n", "forgetting"], ["aum", "el2n"]),
+        (["confusion"], ["confusion"]),
+    ],
+)
+def test_js_default_summary_columns_are_the_perspectives(available: list[str], expected: list[str]) -> None:
+    assert _node(f"summary.defaultPerspectives({json.dumps(available)})") == expected

@@ -22,7 +22,7 @@ from lightning_difficulty.dashboard.synthetic import synthetic_run
 from lightning_difficulty.storage.manifest import HardSubset
 
 CHROMIUM = "/usr/bin/chromium"
-SIZES = {"train": 600, "val": 1500}
+SIZES = {"train": 600, "val": 1500, "val_1": 40}  # val_1: few wrong samples, drawn as dots
 PROBES = ["input", "layer1", "layer2", "layer3"]
 W, H, M = 420, 340, 8  # the scatter canvas of scatter.js
 
@@ -141,7 +141,9 @@ def test_tab_is_listed_in_tensorboard(browser: Any, server: str) -> None:
     context = browser.new_context()
     page = context.new_page()
     page.goto(server)
-    page.wait_for_selector("text=Difficulty", timeout=20000)
+    tab = page.wait_for_selector("text=Difficulty", timeout=20000)
+    assert tab is not None and tab.is_visible()
+    assert tab.inner_text().strip().upper() == "DIFFICULTY"
     context.close()
 
 
@@ -274,3 +276,108 @@ def test_screenshot(page: Any, tmp_path: Path) -> None:
     out = tmp_path / "dashboard.png"
     page.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 10_000
+
+
+def _js_codes(values: np.ndarray, bins: int = 10) -> np.ndarray:
+    """util.js's binning of a float column, rewritten in numpy: equal-width bins over [min, max], NaN -> -1."""
+    values = values.astype(np.float32).astype(np.float64)  # the page receives float32
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    codes = np.floor((values - lo) / (hi - lo) * bins)
+    codes = np.clip(np.nan_to_num(codes, nan=-1), -1, bins - 1).astype(np.int64)
+    codes[np.isnan(values)] = -1
+    return codes
+
+
+def test_summary_shows_the_perspectives_with_axis_titles_and_legends(page: Any, val: pd.DataFrame) -> None:
+    # by default the three perspectives of the run (model: confusion here, data: kdn, human), not every score
+    pairs = page.eval_on_selector_all(".summary .pair", "ps => ps.map(p => p.dataset.pair)")
+    assert pairs == ["confusion|kdn", "confusion|human_difficulty", "kdn|human_difficulty"]
+    maps = page.locator(".summary .heatmap")
+    assert maps.count() == 6  # correct and wrong for each pair
+    for i in range(maps.count()):
+        x_name, y_name = maps.nth(i).get_attribute("data-pair").split("|")
+        titles = maps.nth(i).locator(".axis-title")
+        assert titles.count() == 2
+        assert titles.nth(0).text_content() == f"{x_name} →" and titles.nth(1).text_content() == f"{y_name} →"
+        assert maps.nth(i).locator(".colour-legend").count() == 1
+    # the legend's top equals the fullest cell, counted with numpy from the same binning
+    both = val["confusion"].notna() & val["kdn"].notna()
+    cx, cy = _js_codes(val["confusion"].to_numpy()), _js_codes(val["kdn"].to_numpy())
+    for outcome, correct in (("correct", True), ("wrong", False)):
+        rows = (both & (val["correct"] == correct)).to_numpy()
+        fullest = np.bincount(cx[rows] * 10 + cy[rows]).max()
+        legend = page.locator(f".heatmap[data-pair='confusion|kdn'][data-outcome='{outcome}'] .colour-legend")
+        assert legend.get_attribute("data-max") == str(fullest)
+        assert legend.locator(".legend-hi").text_content() == f"{fullest:,}"
+        bar = legend.locator(".legend-bar").evaluate("e => getComputedStyle(e).backgroundImage")
+        assert bar.startswith("linear-gradient") and "rgb(68, 1, 84)" in bar and "rgb(253, 231, 37)" in bar  # viridis
+    # other scores can be ticked in and out: the perspectives inline, the other scores behind "other scores"
+    assert not page.is_visible(".summary-controls input[data-column='prediction_depth']")
+    page.click(".summary-controls .more-scores summary")
+    page.check(".summary-controls input[data-column='prediction_depth']")
+    assert page.locator(".summary .pair").count() == 6  # 4 columns: 6 pairs
+    assert page.locator(".summary .pair[data-pair='confusion|prediction_depth']").count() == 1
+    page.uncheck(".summary-controls input[data-column='prediction_depth']")
+    page.uncheck(".summary-controls input[data-column='human_difficulty']")
+    assert page.eval_on_selector_all(".summary .pair", "ps => ps.map(p => p.dataset.pair)") == ["confusion|kdn"]
+
+
+def test_confusion_matrix_has_a_colour_legend(page: Any, val: pd.DataFrame) -> None:
+    legends = page.locator(".panel-confusion .colour-legend")
+    assert legends.count() == 2  # correct (diagonal) and wrong
+    fullest = int(pd.crosstab(val["label"], val["prediction"]).to_numpy().max())
+    for i in range(2):
+        assert legends.nth(i).get_attribute("data-max") == str(fullest)
+    page.click(".confusion .cell[data-cell='3,5']")
+    assert legends.nth(0).get_attribute("data-max") == str(int(((val["label"] == 3) & (val["prediction"] == 5)).sum()))
+
+
+def test_few_wrong_samples_are_dots_that_open_the_instance(page: Any, logdir: Path) -> None:
+    table = pd.read_parquet(logdir / "exp" / "difficulty" / "scores.parquet")
+    small = table[table["split"] == "val_1"].sort_values("index").reset_index(drop=True)
+    page.select_option(".split-select", "val_1")
+    page.wait_for_selector("body[data-ready='exp/val_1']", state="attached")
+    wrong = small[~small["correct"] & small["confusion"].notna() & small["kdn"].notna()]
+    assert 0 < len(wrong) <= 60
+    panel = page.locator(".heatmap[data-pair='confusion|kdn'][data-outcome='wrong']")
+    assert panel.get_attribute("data-mode") == "dots"
+    assert panel.locator("figcaption").text_content() == f"wrong (n={len(wrong)}), a dot per sample"
+    dots = panel.locator("circle.sample")
+    shown = sorted(int(dots.nth(i).get_attribute("data-index")) for i in range(dots.count()))
+    assert shown == sorted(wrong["index"].tolist())
+    assert panel.locator(".axis-title").count() == 2 and panel.locator(".colour-legend .key").count() == 2
+    # a confusion cell selects some of them: the selected dots are exactly the wrong samples in that cell
+    label, prediction = int(wrong.iloc[0]["label"]), int(wrong.iloc[0]["prediction"])
+    page.click(f".confusion .cell[data-cell='{label},{prediction}']")
+    chosen = wrong[(wrong["label"] == label) & (wrong["prediction"] == prediction)]
+    assert panel.get_attribute("data-selected") == str(len(chosen))
+    on = panel.locator("circle.sample[data-selected='1']")
+    assert sorted(int(on.nth(i).get_attribute("data-index")) for i in range(on.count())) == sorted(chosen["index"])
+    target = int(chosen.iloc[0]["index"])
+    panel.locator(f"circle.sample[data-index='{target}']").dispatch_event("click")
+    page.wait_for_selector(f".instance-head[data-split='val_1'][data-index='{target}']")
+
+
+def test_classes_shown_once_in_table_and_instance(page: Any, val: pd.DataFrame) -> None:
+    page.click(".confusion .cell[data-cell='3,5']")
+    first = page.locator(".table-view tbody tr").first
+    cells = first.locator("td")
+    headers = page.eval_on_selector_all(".table-view thead th", "hs => hs.map(h => h.textContent)")
+    assert cells.nth(headers.index("label")).text_content() == "3 class3"  # id and name differ: both, once
+    assert cells.nth(headers.index("prediction")).text_content() == "5 class5"
+    first.click()
+    page.wait_for_selector(".instance-head")
+    assert "label 3 class3 · predicted 5 class5" in page.locator(".instance-head").text_content()
+    # where a class's name is its id (the digits' "0".."9"), the table shows it once: "3", not "3 3"
+    page.evaluate(
+        "(() => { const app = difficultyDashboard;"
+        " app.meta.class_names = app.meta.class_names.map((_, i) => String(i)); app.views.table.render(); })()"
+    )
+    cells = page.locator(".table-view tbody tr").first.locator("td")
+    assert cells.nth(headers.index("label")).text_content() == "3"
+    assert cells.nth(headers.index("prediction")).text_content() == "5"
+    same = page.evaluate(
+        "import('./static/util.js').then(u => [u.classText({class_names: ['0', '1', '2', '3', '4', '5', '6']}, 6), "
+        "u.classText({class_names: ['cat']}, 0), u.classText({class_names: []}, 4)])"
+    )
+    assert same == ["6", "0 cat", "4"]

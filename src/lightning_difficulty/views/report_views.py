@@ -99,7 +99,7 @@ def log_split_views(
             rows["label"].to_numpy(), rows["prediction"].to_numpy(), class_names=options.class_names
         )
         writer.add_figure(f"difficulty/confusion_matrix/{split}", fig, step)
-    present = {c: rows[c].to_numpy(float) for c in perspectives if c in rows and rows[c].notna().all()}
+    present = {c: rows[c].to_numpy(float) for c in eyes_perspectives(perspectives, rows)}
     if len(present) >= 2 and "correct" in rows:
         fig = figures.perspective_heatmaps_figure(present, rows["correct"].to_numpy(bool))
         writer.add_figure(f"difficulty/perspectives/{split}", fig, step)
@@ -124,6 +124,26 @@ def log_split_views(
                     wrong["error_category"], wrong[group].astype(str), group_name=group
                 )
                 writer.add_figure(f"difficulty/error_categories_by_{group}/{split}", fig, step)
+
+
+EYES = (("prediction_depth", "confusion"), ("kdn", "kdn:input"), ("human_difficulty",))
+"""DifficultyEyes' model, data and human perspectives: the first column of each present is the one shown."""
+
+
+def eyes_perspectives(perspectives: Sequence[str], rows: pd.DataFrame) -> list[str]:
+    """The perspectives figure's columns: one per DifficultyEyes perspective, topped up to two from the others (every
+    pair of every perspective column grows as its square: 8 columns would be 28 rows of heatmaps).
+
+    Example::
+
+        >>> rows = pd.DataFrame({"confusion": [0.1], "kdn": [0.2], "aum": [1.0], "prediction_depth": [2]})
+        >>> eyes_perspectives(["confusion", "kdn", "aum", "prediction_depth"], rows)
+        ['prediction_depth', 'kdn']
+    """
+    present = [c for c in perspectives if c in rows and rows[c].notna().all()]
+    chosen = [hit for names in EYES if (hit := next((c for c in names if c in present), None)) is not None]
+    chosen += [c for c in present if c not in chosen][: max(0, 2 - len(chosen))]
+    return chosen
 
 
 def log_split_depth_views(

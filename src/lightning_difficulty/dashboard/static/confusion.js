@@ -1,5 +1,5 @@
 // Confusion matrix (true x predicted): a cell selects its samples; cells show selected / total counts.
-import { el, label, svg } from './util.js';
+import { colourLegend, el, label, svg } from './util.js';
 import { maskWhere } from './selection.js';
 
 export class ConfusionView {
@@ -49,7 +49,10 @@ export class ConfusionView {
         this.cells.push({ g, rect, text, title, t, p });
       }
     }
-    this.root.append(root);
+    const correct = colourLegend('correct (diagonal)', shade(DIAGONAL));
+    const wrong = colourLegend('wrong', shade(OFF_DIAGONAL));
+    this.legends = [correct, wrong];
+    this.root.append(root, el('div', { class: 'legend-note', text: 'selected samples per cell (log scale)' }), correct.node, wrong.node);
   }
 
   count(n, mask) {
@@ -86,13 +89,27 @@ export class ConfusionView {
     for (const cell of this.cells) {
       const s = selected[cell.t * this.k + cell.p];
       const total = this.total[cell.t * this.k + cell.p];
-      const shade = s > 0 ? 0.15 + 0.85 * Math.log1p(s) / Math.log1p(max) : 0;
-      const tint = cell.t === cell.p ? `rgba(78,121,167,${shade})` : `rgba(225,87,89,${shade})`;
-      cell.rect.setAttribute('fill', s ? tint : total ? '#eee' : '#fff');
+      const tint = shade(cell.t === cell.p ? DIAGONAL : OFF_DIAGONAL)(max > 1 ? Math.log(Math.max(s, 1)) / Math.log(max) : 1);
+      cell.rect.setAttribute('fill', s ? `rgb(${tint})` : total ? '#eee' : '#fff');
       cell.rect.setAttribute('class', this.active === `${cell.t},${cell.p}` ? 'active' : total ? '' : 'zero');
       cell.g.setAttribute('data-selected', s);
       cell.text.textContent = s ? String(s) : '';
       cell.title.textContent = `true ${label(this.app.meta, cell.t)}, predicted ${label(this.app.meta, cell.p)}: ${s} of ${total} selected`;
     }
+    let top = 0;
+    for (const s of selected) if (s > top) top = s;
+    for (const legend of this.legends) {
+      legend.low.textContent = top ? '1' : '';
+      legend.high.textContent = top ? top.toLocaleString('en') : 'none selected';
+      legend.node.setAttribute('data-max', top);
+    }
   }
+}
+
+const DIAGONAL = [78, 121, 167];
+const OFF_DIAGONAL = [225, 87, 89];
+
+// t in [0, 1] -> the colour over white at 15 % to 100 % opacity (one count to the largest, on a log scale).
+function shade(rgb) {
+  return (t) => rgb.map((c) => Math.round(255 - (0.15 + 0.85 * t) * (255 - c)));
 }

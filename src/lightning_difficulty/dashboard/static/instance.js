@@ -1,7 +1,7 @@
 // Instance view: one sample's image, label, prediction, every score, and its nearest training
 // neighbours at the input and at each probe (images with labels and distances).
 import { getJSON, query } from './data.js';
-import { el, fmt, label } from './util.js';
+import { classText, el, fmt, label } from './util.js';
 
 const LEAD = ['label', 'prediction', 'correct', 'pattern', 'error_category', 'confusion', 'prediction_depth', 'kdn'];
 
@@ -35,7 +35,7 @@ export class InstanceView {
     const picture = el('div', { class: 'instance-image' });
     const facts = el('div', { class: 'facts' },
       el('h3', { text: `${split} #${index}` }),
-      el('div', { text: `label ${v.label} (${label(app.meta, v.label)}) · predicted ${v.prediction} (${label(app.meta, v.prediction)})` }));
+      el('div', { text: `label ${classText(app.meta, v.label)} · predicted ${classText(app.meta, v.prediction)}` }));
     if (v.pattern !== undefined || v.error_category !== undefined) {
       facts.append(el('div', { text: `pattern ${fmt(v.pattern)} · error category ${fmt(v.error_category)}` }));
     }

@@ -1,5 +1,5 @@
 // Projection: a canvas scatter of the 2-D embedding, coloured by any column, with box selection.
-import { categorical, el, finiteRange, hexToRgb, ramp } from './util.js';
+import { categorical, el, finiteRange, gradientCss, hexToRgb, viridis } from './util.js';
 
 const W = 420;
 const H = 340;
@@ -65,10 +65,10 @@ export class ScatterView {
       const [lo, hi] = finiteRange(column.values);
       for (let i = 0; i < this.data.n; i++) {
         const v = column.values[i];
-        this.colors[i] = v === v ? pack(ramp((v - lo) / (hi - lo || 1))) : pack([200, 200, 200]);
+        this.colors[i] = v === v ? pack(viridis((v - lo) / (hi - lo || 1))) : pack([200, 200, 200]);
       }
       this.legend.append(el('span', { class: 'key', text: `${name}: ${lo.toPrecision(3)}` }),
-        el('span', { class: 'ramp' }), el('span', { class: 'key', text: hi.toPrecision(3) }));
+        el('span', { class: 'ramp', style: `background: ${gradientCss(viridis)}` }), el('span', { class: 'key', text: hi.toPrecision(3) }));
     }
     if (this.mask) this.update(this.mask, this.count);
   }

@@ -1,5 +1,5 @@
 // Table of the selected samples: sortable by any column, paginated, with thumbnails and the dataset index.
-import { el, fmt, label } from './util.js';
+import { classText, el, fmt } from './util.js';
 
 const PAGE = 15;
 const FIRST = ['index', 'label', 'prediction', 'correct'];
@@ -103,7 +103,7 @@ export class TableView {
     const v = column.values[row];
     if (column.kind === 'category') return v < 0 ? '—' : column.categories[v];
     if (column.kind === 'bool') return v ? '✓' : '✗';
-    if (name === 'label' || name === 'prediction') return `${v} ${label(this.app.meta, v)}`;
+    if (name === 'label' || name === 'prediction') return classText(this.app.meta, v);
     return fmt(v);
   }
 

@@ -36,13 +36,38 @@ export function categorical(i) {
   return CATEGORICAL[((i % CATEGORICAL.length) + CATEGORICAL.length) % CATEGORICAL.length];
 }
 
-// Sequential ramp from pale yellow to dark blue, t in [0, 1].
-const RAMP = [[255, 247, 188], [254, 196, 79], [236, 112, 20], [153, 52, 4], [37, 52, 148]];
-export function ramp(t) {
-  const x = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (RAMP.length - 1);
-  const i = Math.min(RAMP.length - 2, Math.floor(x));
+// Perceptual sequential scale (viridis: dark purple -> blue -> green -> yellow, even lightness steps,
+// readable with colour-blindness), t in [0, 1]; 17 samples of the map, interpolated linearly.
+const VIRIDIS = [
+  [68, 1, 84], [72, 24, 106], [71, 45, 123], [66, 64, 134], [59, 82, 139], [51, 99, 141], [44, 114, 142],
+  [38, 130, 142], [33, 145, 140], [31, 160, 136], [40, 174, 128], [63, 188, 115], [94, 201, 98],
+  [132, 212, 75], [173, 220, 48], [216, 226, 25], [253, 231, 37],
+];
+export function viridis(t) {
+  const x = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
   const f = x - i;
-  return RAMP[i].map((c, k) => Math.round(c + f * (RAMP[i + 1][k] - c)));
+  return VIRIDIS[i].map((c, k) => Math.round(c + f * (VIRIDIS[i + 1][k] - c)));
+}
+
+// A CSS left-to-right gradient of a colour function over [0, 1].
+export function gradientCss(colour, steps = 8) {
+  const stops = Array.from({ length: steps + 1 }, (_, i) => `rgb(${colour(i / steps)}) ${((100 * i) / steps).toFixed(1)}%`);
+  return `linear-gradient(90deg, ${stops.join(', ')})`;
+}
+
+// Position of a count on a log colour scale from 1 (t = 0) to max (t = 1).
+export function logShare(count, max) {
+  return max > 1 ? Math.log(Math.max(count, 1)) / Math.log(max) : 1;
+}
+
+// Colour legend: title, low label, gradient bar, high label (the labels can be changed later).
+export function colourLegend(title, colour, lo = '', hi = '') {
+  const low = el('span', { class: 'legend-lo', text: lo });
+  const high = el('span', { class: 'legend-hi', text: hi });
+  const node = el('div', { class: 'colour-legend' }, el('span', { class: 'legend-title', text: title }), low,
+    el('span', { class: 'legend-bar', style: `background: ${gradientCss(colour)}` }), high);
+  return { node, low, high };
 }
 
 export function hexToRgb(hex) {
@@ -102,6 +127,12 @@ export function binning(column, maxBins) {
 export function label(meta, cls) {
   const names = meta.class_names || [];
   return cls >= 0 && cls < names.length ? names[cls] : String(cls);
+}
+
+// A class shown once: its name, preceded by the id only when the name is not the id ("3 cat", but "6").
+export function classText(meta, cls) {
+  const name = label(meta, cls);
+  return name === String(cls) ? name : `${cls} ${name}`;
 }
 
 // Whether a column has at least one value (not every entry NaN).
