@@ -4,9 +4,15 @@ Trains ``FastCifarModule`` with Lightning (``precision="bf16-mixed"``, no diffic
 CIFAR-10 training set and prints, per epoch, the wall and process CPU seconds and the training loss; then the
 test accuracy with and without flip-averaging (TTA), the total wall time, the process CPU seconds (user +
 system, all threads) and a ``--json`` summary line. On a machine shared with other work, CPU seconds divided
-by the thread count is what the run would take alone.
+by the thread count is what the run would take alone. On a busy machine two intra-op threads wait on each other
+(each convolution ends at a barrier), so there ``--threads 1`` is both faster and the cleaner measurement.
+
+Measured 2026-12-07 on the project's 2-core AMX machine (shared with other jobs), ``--threads 1``: width 32,
+10 epochs: 91.3 % test accuracy with flip-averaging (90.1 % without), 742 CPU s (1,316 s wall under load);
+width 32, 5 epochs: 88.8 % (88.2 %), 383 CPU s (472 s wall).
 
     python benchmarks/fast_cifar.py --data-dir ../shared/data                  # width 32, 10 epochs
+    python benchmarks/fast_cifar.py --threads 1 --json                         # the 2026-12-07 measurement
     python benchmarks/fast_cifar.py --width 64 --epochs 10 --json
     python benchmarks/fast_cifar.py --train-subset 5000 --epochs 1             # a smoke run
 """
