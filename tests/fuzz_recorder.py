@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import entr
 from torch import Tensor, nn
-from torch.utils.data import Sampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 # ------------------------------------------------------------------------------------------------
 # Model, data, samplers, crash
@@ -115,16 +115,68 @@ class SimulatedCrashError(RuntimeError):
 
 
 class CrashAt(L.Callback):
-    """Raise :class:`SimulatedCrashError` at the end of the ``batch``-th training batch of this fit (1-based)."""
+    """Raise :class:`SimulatedCrashError` at the end of the ``batch``-th training batch of this fit (1-based), or of
+    its ``batch``-th validation batch (sanity check excluded) with ``during="val"``."""
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, during: str = "train") -> None:
         self.batch = batch
+        self.during = during
         self.seen = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def _count(self, trainer: L.Trainer, during: str) -> None:
+        if during != self.during or trainer.sanity_checking:
+            return
         self.seen += 1
         if self.seen == self.batch:
-            raise SimulatedCrashError(f"simulated crash after training batch {self.batch}")
+            raise SimulatedCrashError(f"simulated crash after {during} batch {self.batch}")
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._count(trainer, "train")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._count(trainer, "val")
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from ``seed + epoch`` (Lightning calls ``set_epoch``), so a restarted epoch repeats it."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ResumableLoader(DataLoader):
+    """A loader Lightning resumes mid-epoch (``state_dict``/``load_state_dict``): it skips the batches the epoch had
+    already yielded at the checkpoint, so a resume continues the epoch instead of restarting it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._skip = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        skip, self._skip, self._yielded = self._skip, 0, 0
+        for position, batch in enumerate(super().__iter__()):
+            if position < skip:
+                continue
+            self._yielded = position + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"yielded": self._yielded}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        yielded = int(state_dict["yielded"])
+        self._skip = yielded if yielded < len(self) else 0  # a finished epoch: the next one starts afresh
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,7 +377,8 @@ class EpochMeans:
     seen: np.ndarray  # (N,) bool
     presentations: np.ndarray  # (N,) int
     entropy: np.ndarray  # mean of the presentations' entropies
-    probs: np.ndarray  # (N, C) mean probability vector (what a record stores)
+    probs: np.ndarray  # (N, C) mean probability vector (what a "probs" record stores)
+    first_probs: np.ndarray  # (N, C) the first presentation's probabilities (what a "topk" record keeps)
     p_label: np.ndarray
     correct: np.ndarray  # share of presentations with argmax == label
     margin: np.ndarray
@@ -366,12 +419,15 @@ def epoch_means(presentations: list[Presentation], num_samples: int, num_classes
         mean_probs = np.where(seen[:, None], prob_total / np.maximum(count, 1)[:, None], np.nan)
         identical = np.ones(num_samples, dtype=bool)
         first: dict[int, np.ndarray] = {}
-        for i, row in zip(index.tolist(), z, strict=True):
+        first_probs = np.full((num_samples, num_classes), np.nan)
+        for i, row, p in zip(index.tolist(), z, probs, strict=True):
             if i in first and not np.array_equal(first[i], row):
                 identical[i] = False
-            first.setdefault(i, row)
+            if i not in first:
+                first[i] = row
+                first_probs[i] = p
         key = run if presentations[0].split == "train" else ordinal
-        out[key] = EpochMeans(seen, count, probs=mean_probs, identical=identical, **means)
+        out[key] = EpochMeans(seen, count, probs=mean_probs, first_probs=first_probs, identical=identical, **means)
     return out
 
 
@@ -439,17 +495,40 @@ def constant_confidence(epochs: dict[int, EpochMeans], num_samples: int) -> np.n
     return same & ~np.isnan(reference)
 
 
-def expected_combine(epochs: dict[int, EpochMeans], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``combine`` of one run, from its recorded per-epoch mean probability vectors: (confusion, el2n at the
-    last epoch seen). The records keep the mean vector of a sample presented twice in an epoch."""
+def topk_vector(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A top-k record's completion: the ``k`` largest probabilities kept, the rest of the mass spread evenly over the
+    other classes (the maximum-entropy choice). Returns the vectors and a mask of rows whose k-th and (k+1)-th
+    probabilities tie (which classes are kept is then arbitrary)."""
+    n, c = probs.shape
+    order = np.argsort(-probs, axis=1, kind="stable")
+    kept = np.zeros_like(probs, dtype=bool)
+    np.put_along_axis(kept, order[:, :k], True, axis=1)
+    rest = np.clip(1.0 - np.where(kept, probs, 0.0).sum(axis=1), 0.0, None)
+    spread = rest / (c - k) if c > k else np.zeros(n)
+    out = np.where(kept, probs, spread[:, None])
+    sorted_p = np.take_along_axis(probs, order, axis=1)
+    tie = (sorted_p[:, k - 1] == sorted_p[:, k]) if c > k else np.zeros(n, dtype=bool)
+    return out, tie
+
+
+def expected_combine(
+    epochs: dict[int, EpochMeans], labels: np.ndarray, topk: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``combine`` of one run from what its records hold per epoch: the mean probability vector of the epoch's
+    presentations ("probs"), or the first presentation's top-k completed by :func:`topk_vector`. Returns
+    (confusion, el2n at the last epoch seen, rows whose el2n is ambiguous because of a top-k tie)."""
     n = labels.shape[0]
     total, count = np.zeros(n), np.zeros(n)
     last = np.full(n, np.nan)
+    ambiguous = np.zeros(n, dtype=bool)
     for k in sorted(epochs):
         e = epochs[k]
-        p = np.nan_to_num(e.probs)
+        p = np.nan_to_num(e.probs if topk is None else e.first_probs)
+        if topk is not None:
+            p, tie = topk_vector(p, topk)
+            ambiguous = np.where(e.seen, tie, ambiguous)
         total += np.where(e.seen, entr(p).sum(axis=1), 0.0)
         count += e.seen
         onehot = np.eye(p.shape[1])[labels]
         last = np.where(e.seen, np.sqrt(((p - onehot) ** 2).sum(axis=1)), last)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan), last
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan), last, ambiguous
