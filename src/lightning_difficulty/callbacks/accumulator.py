@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import torch
 from lightning.pytorch.strategies import Strategy
-from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
@@ -48,7 +47,13 @@ from lightning_difficulty.callbacks.base import (
 from lightning_difficulty.data import Batch, BatchKeys, class_targets, unpack_batch
 from lightning_difficulty.logits import LogitsTap, as_class_logits, check_logits, no_logits_error
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
-from lightning_difficulty.pipeline.splits import split_loader, split_name, validation_loaders
+from lightning_difficulty.pipeline.splits import (
+    fit_has_validation,
+    split_loader,
+    split_name,
+    validation_loaders,
+    validation_split_names,
+)
 from lightning_difficulty.storage.records import EpochRecorder
 
 if TYPE_CHECKING:
@@ -273,7 +278,8 @@ class PerSampleAccumulator(DifficultyCallback):
             self._classes_checked, self._history, self._pending_skips = set(), [], []
         self._trainer_ref = weakref.ref(trainer)
         self._check_curve_keys(trainer)
-        self._records_root = Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
+        self._records_root = self._records_folder(trainer)
+        self._check_records(trainer)
         if self.record != "none":
             check_writable(self._records_root, owner=type(self).__name__)
         self._strategy = trainer.strategy  # state_dict() gets no trainer, but its collectives go through the strategy
@@ -310,14 +316,12 @@ class PerSampleAccumulator(DifficultyCallback):
 
     def _note_skipped_validation(self, trainer: pl.Trainer, epoch: int) -> None:
         every = trainer.check_val_every_n_epoch
-        if "val" not in self.splits or not every or (epoch + 1) % every or not trainer.limit_val_batches:
+        if "val" not in self.splits or not every or (epoch + 1) % every or not fit_has_validation(trainer):
             return
         if trainer.val_dataloaders is None:  # not loaded yet: noted for every loader when validation starts
             self._pending_skips.append(epoch)
             return
-        for split in self._split_names(trainer):
-            if not split.startswith("val"):
-                continue
+        for split in validation_split_names(trainer):
             self._note(
                 split,
                 epoch,
@@ -328,13 +332,9 @@ class PerSampleAccumulator(DifficultyCallback):
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._tap.remove()
-        finished = stage == "fit" and trainer.state.status == TrainerStatus.FINISHED
         for acc in self._accumulators.values():
             if acc.recorder is not None:
-                if finished:  # the run is complete: no checkpoint of it needs the open epochs' logs any more
-                    acc.recorder.release_logs()
-                else:
-                    acc.recorder.flush()
+                acc.recorder.flush()
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -400,8 +400,12 @@ class PerSampleAccumulator(DifficultyCallback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for epoch in self._pending_skips:  # no validation ran after the resume: its loaders were never loaded
-            self._note(split_name(0), epoch, "skipped", _SKIPPED.format(epoch=epoch))
+            for split in validation_split_names(trainer):
+                self._note(split, epoch, "skipped", _SKIPPED.format(epoch=epoch))
         self._pending_skips = []
+        for acc in self._accumulators.values():  # training is complete: no checkpoint of it needs the logs
+            if acc.recorder is not None:
+                acc.recorder.release_logs()
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -566,7 +570,8 @@ class PerSampleAccumulator(DifficultyCallback):
     def _check_predicted_classes(self, split: str, epoch: int, predicted: np.ndarray, labels: np.ndarray) -> None:
         """Refuse, at the first epoch end, a captured output whose argmax mostly names classes no label uses: a
         ``forward`` that returns features (the head applied in the step) would be scored as logits."""
-        if split in self._classes_checked or self.num_classes is not None:
+        # the training split only: a validation run may be cut (limit_val_batches) to fewer classes than the model
+        if split != "train" or split in self._classes_checked or self.num_classes is not None:
             return
         self._classes_checked.add(split)
         classes = int(labels.max()) + 1 if labels.size else 0
@@ -610,6 +615,23 @@ class PerSampleAccumulator(DifficultyCallback):
         """The logged keys this measure can produce (``difficulty/<name>/<split>``; validation: the first loader)."""
         names = [*(f"{v}_mean" for v in self.values), *self.scalars]
         return {curve_key(name, split) for name in names for split in self.splits}
+
+    def _records_folder(self, trainer: pl.Trainer) -> Path:
+        return Path(self.record_dir) if self.record_dir else output_dir(trainer) / "records"
+
+    def _check_records(self, trainer: pl.Trainer) -> None:
+        """Refuse, at setup, two measures that would write records of one split into one folder."""
+        if self.record == "none":
+            return
+        for other in trainer.callbacks:  # type: ignore[attr-defined]
+            if other is self or not isinstance(other, PerSampleAccumulator) or other.record == "none":
+                continue
+            shared = sorted(set(self.splits) & set(other.splits))
+            if shared and other._records_folder(trainer) == self._records_root:
+                raise ValueError(
+                    f"{self.state_key} and {other.state_key} both write records of {shared} into "
+                    f"{self._records_root}. Give one of them record='none' or its own record_dir=."
+                )
 
     def _check_curve_keys(self, trainer: pl.Trainer) -> None:
         """Refuse, at setup, two measures that would log the same curve (each would overwrite the other's)."""
@@ -672,6 +694,7 @@ class PerSampleAccumulator(DifficultyCallback):
         """Rebuild every split's state now (not at the first batch), so a resume with no batch left still reports."""
         self._restored = True
         self._history = [dict(entry) for entry in state_dict.get("history", [])]
+        self._discard_unsaved_records(set(state_dict.get("splits", {})))
         saved_root = state_dict.get("records_root")
         previous = Path(saved_root) if saved_root is not None else None
         if previous == self._records_root:
@@ -715,6 +738,18 @@ class PerSampleAccumulator(DifficultyCallback):
             elif acc.recorder is not None:
                 acc.recorder.keep_only(None)
             self._accumulators[split] = acc
+
+    def _discard_unsaved_records(self, saved: set[str]) -> None:
+        """On resume, records of this measure's splits that the checkpoint has no state for were written after it
+        (the abandoned run's first validation, say): rank 0 removes them."""
+        if self.record == "none" or self._records_root is None or self._rank != 0:
+            return
+        for folder in sorted(self._records_root.glob("*/")):
+            split = folder.name
+            kind = "train" if split == "train" else "val" if split == "val" or split.startswith("val_") else None
+            own = kind in self.splits
+            if own and split not in saved:
+                EpochRecorder.discard_previous(self._records_root, split)
 
     def _restore_log(self, split: str, acc: SplitAccumulator, rows: list[int]) -> None:
         """Cut the open epoch's record log back to the checkpoint; drop what the abandoned run wrote after it."""

@@ -20,7 +20,13 @@ from lightning_difficulty.functional.human import (
     human_max_disagreement,
 )
 from lightning_difficulty.pipeline.capture import FitEndArrays
-from lightning_difficulty.pipeline.splits import check_split_name, split_loader, split_name, validation_loaders
+from lightning_difficulty.pipeline.splits import (
+    check_split_name,
+    fit_has_validation,
+    split_loader,
+    split_name,
+    validation_loaders,
+)
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -81,7 +87,7 @@ class HumanAlignment(DifficultyCallback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._checked: set[str] = set()
-        if stage == "fit" and any(s != "train" for s in self.splits) and not _has_validation(trainer):
+        if stage == "fit" and any(s != "train" for s in self.splits) and not fit_has_validation(trainer):
             names = [s for s in self.splits if s != "train"]
             raise ValueError(
                 f"HumanAlignment: annotations for split(s) {names}, but the fit has no validation dataloader (or "
@@ -237,15 +243,6 @@ def _split_columns(split: str, counts: np.ndarray, labels: np.ndarray) -> tuple[
         "mean_human_difficulty": float(np.nanmean(columns["human_difficulty"])) if rows.any() else None,
     }
     return columns, summary
-
-
-def _has_validation(trainer: pl.Trainer) -> bool:
-    """Whether this fit will run validation: a loader was given (loaded or not) and not limited to zero batches."""
-    if not trainer.limit_val_batches:
-        return False
-    source = getattr(getattr(trainer.fit_loop.epoch_loop, "val_loop", None), "_data_source", None)
-    defined = getattr(source, "is_defined", None)
-    return bool(defined()) if callable(defined) else True
 
 
 _COLUMN_INFO = {

@@ -157,8 +157,9 @@ class DifficultyReport(ReportComposer):
             return
         self.table, self.summary = None, {}
         self._plan = merge_requests(self._requests(trainer))  # contradictions stop here, before training
+        run_dir = self.run_dir(trainer)  # on every rank: the default folder asks the logger (a collective)
         if trainer.is_global_zero:
-            check_writable(self.run_dir(trainer), owner="DifficultyReport")
+            check_writable(run_dir, owner="DifficultyReport")
         if self.class_names is not None and self.error_taxonomy is not None:
             self.error_taxonomy.superclass_ids(len(self.class_names))  # a map of another class count fails now
         if trainer.world_size > 1:
@@ -193,8 +194,9 @@ class DifficultyReport(ReportComposer):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_superclass_count(trainer)
         self._check_reference(trainer)
+        run_dir = self.run_dir(trainer)  # on every rank (see setup)
         if trainer.is_global_zero and trainer.ckpt_path is None and not self._extends_previous_fit(trainer):
-            _discard_previous_report(self.run_dir(trainer))
+            _discard_previous_report(run_dir)
         self._last_trainer = weakref.ref(trainer)
         if self._plan.reference_dataloader is None and _augments(trainer.train_dataloader):
             rank_zero_warn(

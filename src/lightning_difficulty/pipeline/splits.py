@@ -75,6 +75,28 @@ def dataset_labels(dataset: Any) -> np.ndarray | None:
     return None
 
 
+def fit_has_validation(trainer: pl.Trainer) -> bool:
+    """Whether this fit runs validation: a loader was given (loaded yet or not) and not limited to zero batches."""
+    if not trainer.limit_val_batches:
+        return False
+    source = getattr(getattr(trainer.fit_loop.epoch_loop, "val_loop", None), "_data_source", None)
+    defined = getattr(source, "is_defined", None)
+    return bool(defined()) if callable(defined) else True
+
+
+def validation_split_names(trainer: pl.Trainer) -> list[str]:
+    """``["val", "val_1", ...]`` for the fit's validation loaders, also before Lightning has loaded them (from
+    the loaders given to ``fit``); ``["val"]`` when only a method will make them; ``[]`` without validation."""
+    if not fit_has_validation(trainer):
+        return []
+    loaded = validation_loaders(trainer)
+    if loaded:
+        return [split_name(i) for i in range(len(loaded))]
+    given = getattr(getattr(trainer.fit_loop.epoch_loop.val_loop, "_data_source", None), "instance", None)
+    count = len(given) if isinstance(given, (list, tuple, dict)) else 1
+    return [split_name(i) for i in range(max(count, 1))]
+
+
 def split_loader(trainer: pl.Trainer, split: str) -> Any:
     """The trainer's dataloader of ``split``, the inverse of :func:`split_name` (``None`` if absent)."""
     check_split_name(split)
