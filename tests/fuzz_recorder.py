@@ -64,8 +64,9 @@ class FuzzNet(L.LightningModule):
         return self.head(torch.relu(self.body(x)))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y, _ = batch
-        return F.cross_entropy(self(x), y)
+        x, y, _ = batch  # label -1 = unlabelled (ignored by the loss; a batch of only those gives a zero loss)
+        loss = F.cross_entropy(self(x), y, ignore_index=-1, reduction="sum")
+        return loss / (y >= 0).sum().clamp(min=1)
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self(batch[0])
@@ -74,13 +75,29 @@ class FuzzNet(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-def make_blobs(n: int, num_classes: int, dim: int, seed: int) -> TensorDataset:
-    """Overlapping Gaussian blobs: labels cycle through the classes, so every class is present."""
+def make_blobs(n: int, num_classes: int, dim: int, seed: int, unlabelled: int = 0) -> TensorDataset:
+    """Overlapping Gaussian blobs: labels cycle through the classes, so every class is present. The last
+    ``unlabelled`` samples get the label -1 (``ignore_index``)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % num_classes
     centres = rng.normal(0.0, 1.2, size=(num_classes, dim))
     x = centres[labels] + rng.normal(size=(n, dim))
+    if unlabelled:
+        labels[-unlabelled:] = -1
     return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(labels, dtype=torch.long))
+
+
+class StopAt(L.Callback):
+    """Ask the Trainer to stop (``trainer.should_stop``, as EarlyStopping does) after training batch ``batch``."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.seen = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.seen += 1
+        if self.seen == self.batch:
+            trainer.should_stop = True
 
 
 class RepeatSampler(Sampler[int]):
@@ -204,7 +221,7 @@ class History:
 
     presentations: list[Presentation] = field(default_factory=list)
     validation_runs: int = 0
-    validation_keys: list[tuple[int, int]] = field(default_factory=list)  # (epoch, batches done) per validation run
+    validation_keys: list[tuple[int, int]] = field(default_factory=list)  # (epoch, batches done) of each run started
     generation: int = 0
 
     def of(self, split: str) -> list[Presentation]:
@@ -254,11 +271,13 @@ class HistoryRecorder(L.Callback):
         self._rank = 0
         self._val_open = False
         self.saved_validation_keys: list[tuple[int, int]] = []  # at the last checkpoint this recorder saved
+        self._active = False
 
     # -- hook --------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self._active = True  # under ddp_spawn only the workers get here, not the launching process
         self._rank = trainer.global_rank
         if self._handle is not None:
             self._handle.remove()
@@ -268,10 +287,17 @@ class HistoryRecorder(L.Callback):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        if self.dump_dir is not None and stage == "fit":
-            Path(self.dump_dir).mkdir(parents=True, exist_ok=True)
-            with open(Path(self.dump_dir) / f"rank{self._rank}.pkl", "wb") as fh:
-                pickle.dump(self.history, fh)
+        if stage == "fit":
+            self._dump()
+
+    def _dump(self) -> None:
+        """Write this rank's state; under DDP after every batch, since a worker that raises gets no more hooks."""
+        if self.dump_dir is None or not self._active:
+            return
+        Path(self.dump_dir).mkdir(parents=True, exist_ok=True)
+        dump = Dump(self.history, list(self.saved_validation_keys), dict(self.ran))
+        with open(Path(self.dump_dir) / f"rank{self._rank}.pkl", "wb") as fh:
+            pickle.dump(dump, fh)
 
     def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
         if self._pending is None:
@@ -306,6 +332,7 @@ class HistoryRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         self._closed()
+        self._dump()
 
     # -- validation ------------------------------------------------------------------------------------
     def _in_fit(self, trainer: L.Trainer) -> bool:
@@ -315,19 +342,22 @@ class HistoryRecorder(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if self._in_fit(trainer):
-            self._val_open = True
+            if not self._val_open:  # a validation run starts: keyed by where it falls in training
+                done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+                self.history.validation_keys.append((trainer.current_epoch, done))
+                self._val_open = True
             self._open(_split_name(dataloader_idx), self.history.validation_runs, batch)
 
     def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if self._in_fit(trainer):
             self._closed()
+            self._dump()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._in_fit(trainer) and self._val_open:
             self.history.validation_runs += 1
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            self.history.validation_keys.append((trainer.current_epoch, done))
             self._val_open = False
+            self._dump()
 
     # -- checkpoints: the history travels with the weights -----------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -339,6 +369,7 @@ class HistoryRecorder(L.Callback):
         everyone = [p for part in gathered for p in part]
         self.saved_validation_keys = list(self.history.validation_keys)
         saved = replace(self.history, presentations=everyone, validation_keys=list(self.history.validation_keys))
+        self._dump()
         return {"history": pickle.dumps(saved)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -349,15 +380,27 @@ class HistoryRecorder(L.Callback):
         self.history = restored
 
 
-def load_dumped_history(dump_dir: str | Path) -> History:
-    """Union of the ranks' dumps (``HistoryRecorder(dump_dir=...)``)."""
-    histories = []
+@dataclass
+class Dump:
+    """What a rank's recorder leaves on disk (``dump_dir``): its history, its last checkpoint's validation keys and
+    the batches that ran in that process."""
+
+    history: History
+    saved_validation_keys: list[tuple[int, int]]
+    ran: dict[str, int]
+
+
+def load_dump(dump_dir: str | Path) -> Dump | None:
+    """The ranks' dumps merged: the union of their histories, rank 0's validation keys, the batches that ran."""
+    dumps = []
     for path in sorted(Path(dump_dir).glob("rank*.pkl")):
         with open(path, "rb") as fh:
-            histories.append(pickle.load(fh))
-    if not histories:
-        raise AssertionError(f"no recorder dump in {dump_dir}")
-    return replace(histories[0], presentations=[p for h in histories for p in h.presentations])
+            dumps.append(pickle.load(fh))
+    if not dumps:
+        return None
+    history = replace(dumps[0].history, presentations=[p for d in dumps for p in d.history.presentations])
+    ran = {key: sum(d.ran[key] for d in dumps) for key in dumps[0].ran}
+    return Dump(history, dumps[0].saved_validation_keys, ran)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -386,8 +429,19 @@ class EpochMeans:
     identical: np.ndarray  # (N,) all presentations of the sample in this epoch had the same logits
 
 
+def labelled(presentations: list[Presentation]) -> list[Presentation]:
+    """The rows with a label (TrainingDynamics skips ``ignore_index`` rows: they have no p(label))."""
+    out = []
+    for p in presentations:
+        keep = p.target >= 0
+        if keep.any():
+            out.append(replace(p, index=p.index[keep], target=p.target[keep], logits=p.logits[keep]))
+    return out
+
+
 def epoch_means(presentations: list[Presentation], num_samples: int, num_classes: int) -> dict[int, EpochMeans]:
-    """Per-epoch, per-sample means of every presentation-level quantity, keyed by epoch/run (ordinal for val)."""
+    """Per-epoch, per-sample means of every presentation-level quantity, keyed by epoch/run (ordinal for val).
+    Label-based quantities of unlabelled rows (target -1) are meaningless: use :func:`labelled` first for them."""
     by_run: dict[int, list[Presentation]] = {}
     for p in presentations:
         by_run.setdefault(p.run, []).append(p)
@@ -398,6 +452,7 @@ def epoch_means(presentations: list[Presentation], num_samples: int, num_classes
         z = np.concatenate([p.logits for p in by_run[run]])
         probs = _softmax(z)
         rows = np.arange(len(index))
+        target = np.where(target >= 0, target, 0)
         others = np.where(np.eye(num_classes, dtype=bool)[target], -np.inf, z)
         onehot = np.eye(num_classes)[target]
         per = {
@@ -529,6 +584,7 @@ def expected_combine(
             ambiguous = np.where(e.seen, tie, ambiguous)
         total += np.where(e.seen, entr(p).sum(axis=1), 0.0)
         count += e.seen
-        onehot = np.eye(p.shape[1])[labels]
+        onehot = np.eye(p.shape[1])[np.maximum(labels, 0)]
         last = np.where(e.seen, np.sqrt(((p - onehot) ** 2).sum(axis=1)), last)
+    last[labels < 0] = np.nan  # no label, no EL2N
     return np.where(count > 0, total / np.maximum(count, 1), np.nan), last, ambiguous
