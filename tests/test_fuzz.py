@@ -1,21 +1,30 @@
 """Differential fuzzer (issue 19, requirement 1): drawn training set-ups against an independent recorder.
 
-Each example draws a set-up on a tiny model and data set (shuffle, batch size, ``drop_last``, a sampler that
-repeats or pads, gradient accumulation, train/val batch limits, ``val_check_interval``,
-``check_val_every_n_epoch``, one to three validation loaders, precision 32 / bf16-mixed / 64, a crash at a
-drawn batch resumed from the last checkpoint saved every n steps, at an epoch end or at the last batch of an
-epoch, ``fit`` called again with a higher ``max_epochs``, the callbacks reused by a second Trainer) and runs
-ConfusionScore + TrainingDynamics + DifficultyReport beside :class:`~tests.fuzz_recorder.HistoryRecorder`.
+Each example draws a set-up on a tiny model and data set and runs ConfusionScore + TrainingDynamics +
+DifficultyReport beside :class:`~tests.fuzz_recorder.HistoryRecorder` (its own forward hook on the model's head).
+Drawn: shuffle (a seeded generator, or a sampler seeded by the epoch), batch size, ``drop_last``, a sampler that
+repeats or pads, unlabelled samples (``ignore_index``), gradient accumulation, train/val batch limits (0 included),
+``val_check_interval``, ``check_val_every_n_epoch`` (``None``: step-based validation), zero to three validation
+loaders (a list or a dict; one may repeat samples), precision 32 / bf16-mixed / 64, ``max_steps``, a stop request,
+a crash after a drawn training or validation batch resumed from the last checkpoint (every n steps, every epoch
+end, the last batch of every epoch; a loader Lightning resumes mid-epoch or one it restarts), ``fit`` called again
+with a higher ``max_epochs``, the callbacks reused by a second Trainer (same or new folder, possibly
+interrupted), top-k or full records, TrainingDynamics records, no logger / CSV / TensorBoard; and, in its own
+profile, two ``ddp_spawn`` CPU processes (with crash and resume).
 
-The run must then agree with numpy recomputations from what the recorder saw (the *history*; its exact
-semantics are in ``tests/fuzz_recorder.py``): every per-sample column of both callbacks, the per-epoch
-records, ``lightning-difficulty combine`` of the run, and the epoch counts and per-epoch means of
-``summary.json``. The other acceptable outcome is a refusal before the first training step, with an error
-that names the problem. Anything else fails.
+The run must then agree with numpy recomputations from what the recorder saw (the *history*; its semantics,
+replays and skipped validations included, are in ``tests/fuzz_recorder.py``): every per-sample column of both
+callbacks, the per-epoch records, ``lightning-difficulty combine`` of the run (against the records and against
+the run's own table), the epoch counts, per-epoch means and ``history`` of ``summary.json``; an interrupted run's
+folder must hold no table that its records contradict. The other acceptable outcome is a refusal before the
+first training step, with an error that says what is wrong. Anything else fails.
 
-Profiles: ``fuzz-fixed`` (derandomized, a few examples, part of ``make test``) and ``fuzz-long`` (many random
-examples), run by ``pytest -m fuzz tests/test_fuzz.py`` (``HYPOTHESIS_PROFILE=<name>`` picks another
-registered profile; ``FUZZ_EXAMPLES=<n>`` overrides the example count).
+Profiles: ``fuzz-fixed`` (derandomized: the explicit examples, each a failure class found, plus 15 drawn ones;
+no shrinking) and ``fuzz-ddp`` (one DDP example) run in ``make test``; ``fuzz-long`` (200 random examples with
+shrinking, and 20 DDP ones) runs with ``pytest -m fuzz tests/test_fuzz.py``. ``FUZZ_EXAMPLES`` and
+``FUZZ_DDP_EXAMPLES`` override the long counts; ``HYPOTHESIS_PROFILE`` picks another registered profile for the
+long test. Known open classes are listed in ``OPEN``: drawn examples tolerate exactly those deviations, and each
+has a strict xfail test at the end of this module.
 """
 
 from __future__ import annotations
@@ -76,6 +85,13 @@ DDP_TIMEOUT = 60
 DYNAMICS = ("dm_confidence", "dm_variability", "dm_correctness", "aum", "el2n")
 
 OPEN: dict[str, str] = {
+    "skip-not-listed": "issue 19 (req. 2): Lightning skips the validation that follows a checkpoint taken at a "
+    "training batch end also inside an epoch (val_check_interval) and with check_val_every_n_epoch=None, but "
+    'summary["history"] lists skipped validations only for checkpoints at the last batch of an epoch with '
+    "epoch-based validation (_note_skipped_validation returns early when check_val_every_n_epoch is None)",
+    "noop-refit-pass": "issue 19: `fit` called again with nothing left to train (max_steps already reached) runs "
+    "the report's fit-end pass without the validation loaders: `prediction` is NaN and `label` -1 for every "
+    "validation row the training-time measures never saw (e.g. beyond limit_val_batches)",
     "combine-vs-table-repeats": "issue 19 (req. 2): with a sampler that presents a sample twice in one epoch, the "
     "table's confusion averages the two entropies while the record keeps the mean probability vector, so `combine` "
     "of one run differs from its table",
@@ -289,6 +305,9 @@ class Data:
     val_loaders: list[DataLoader]
     as_dict: bool = False
 
+    def val_splits(self) -> list[str]:
+        return ["val" if i == 0 else f"val_{i}" for i in range(len(self.vals))]
+
     def val_argument(self) -> Any:
         if not self.val_loaders:
             return None
@@ -423,18 +442,13 @@ def run_dir_of(measures: Measures, trainer: L.Trainer) -> Path:
     return report if report is not None else Path(trainer.log_dir or trainer.default_root_dir) / "difficulty"
 
 
-def lost_validations(crashed: Dump, resumed: History) -> frozenset[tuple[str, int]]:
-    """(val split, epoch) of the validation runs that followed the checkpoint in the crashed process and that the
-    resumed fit did not run again."""
+def lost_validations(crashed: Dump, resumed: History, val_splits: list[str]) -> frozenset[tuple[str, int]]:
+    """(val split, epoch) of the validation runs that followed the checkpoint in the crashed process (begun, at
+    least) and that the resumed fit did not run again: every validation loader loses them."""
     saved = len(crashed.saved_validation_keys)
-    lost = crashed.history.validation_keys[saved:]
     again = set(resumed.validation_keys[saved:])
-    out = set()
-    for position, key in enumerate(lost, start=saved):
-        if key not in again:
-            shown = [p for p in crashed.history.presentations if p.split != "train" and p.run == position]
-            out |= {(p.split, key[0]) for p in shown}
-    return frozenset(out)
+    lost = [key for key in crashed.history.validation_keys[saved:] if key not in again]
+    return frozenset((split, epoch) for epoch, _ in lost for split in val_splits)
 
 
 def _dump_of(recorder: HistoryRecorder) -> Dump:
@@ -467,6 +481,9 @@ def run_scenario(sc: Scenario, root: Path, check: Callable[[Run], None]) -> int:
     trainer = make_trainer(sc, root, callbacks, checkpointing=checkpoint is not None)
     try:
         fit(trainer, model, data, recorder)
+        for callback in callbacks:  # the crash belongs to the first fit: a later `fit` call runs unharmed
+            if isinstance(callback, CrashAt):
+                callback.batch = -1
     except SimulatedCrashError:
         assert checkpoint is not None
         last = root / "ckpt" / "last.ckpt"  # under DDP the checkpoint callback lived in the workers
@@ -480,7 +497,7 @@ def run_scenario(sc: Scenario, root: Path, check: Callable[[Run], None]) -> int:
         trainer = make_trainer(sc, root, [*measures.callbacks(), recorder, *stop])
         fit(trainer, model, data, recorder, ckpt_path=resume)
         if resume:
-            skipped = lost_validations(crashed, _dump_of(recorder).history)
+            skipped = lost_validations(crashed, _dump_of(recorder).history, list(data.val_splits()))
     if sc.extend:
         trainer.fit_loop.max_epochs = sc.epochs + sc.extend
         fit(trainer, model, data, recorder)
@@ -535,11 +552,9 @@ def check_run(sc: Scenario, run: Run, data: Data, tmp: Path) -> None:
     recorded: dict[str, dict[int, Any]] = {}
     for split, dataset in splits.items():
         n = len(dataset)
-        labels = dataset.targets
         where = f"{run.label}, split {split!r}"
         np.testing.assert_array_equal(_column(table, split, "index"), np.arange(n), err_msg=f"{where}: rows")
-        label = pd.array(_column(table, split, "label"), dtype="Int64").fillna(-1).to_numpy(dtype=np.int64)
-        np.testing.assert_array_equal(np.maximum(label, -1), labels, err_msg=f"{where}: label (-1 or NA: none)")
+        check_fit_end_pass(sc, run, table, split, dataset, where)
         epochs = epoch_means(run.history.of(split), n, sc.num_classes)
         recorded[split] = epochs
         # ConfusionScore
@@ -565,16 +580,46 @@ def check_run(sc: Scenario, run: Run, data: Data, tmp: Path) -> None:
             assert sorted(int(k) for k in td_epochs) == sorted(td), f"{where}: TrainingDynamics summary epochs"
         # records
         check_records(run.run_dir, split, epochs, where)
-    check_history(summary, run, set(splits))
+    check_history(summary, run, sc)
     check_combine(run, table, recorded, splits, tmp, where=run.label)
 
 
-def check_history(summary: dict[str, Any], run: Run, splits: set[str]) -> None:
+def check_history(summary: dict[str, Any], run: Run, sc: Scenario) -> None:
     """``summary.json["history"]`` lists exactly the replayed training epochs and the skipped validation runs."""
     listed = {(e["event"], e["split"], int(e["epoch"])) for e in summary.get("history", [])}
     expected = {("replayed", "train", epoch) for epoch in run.history.replayed_epochs()}
     expected |= {("skipped", split, epoch) for split, epoch in run.skipped}
+    step_based = sc.val_check_interval is not None or not sc.check_val_every
+    unlisted = {entry for entry in expected - listed if entry[0] == "skipped"}
+    if unlisted and step_based and tolerated("skip-not-listed"):
+        expected -= unlisted
     assert listed == expected, f"{run.label}: summary history {sorted(listed)} != {sorted(expected)}"
+
+
+def check_fit_end_pass(
+    sc: Scenario, run: Run, table: pd.DataFrame, split: str, dataset: IndexedDataset, where: str
+) -> None:
+    """``label`` is the dataset's (-1 or NA where it has none) and ``prediction`` the final model's argmax, for
+    every row: the fit-end pass runs the final model over the whole of every split."""
+    labels = dataset.targets
+    label = pd.array(_column(table, split, "label"), dtype="Int64").fillna(-1).to_numpy(dtype=np.int64)
+    prediction = _floats(_column(table, split, "prediction"))
+    missing = np.isnan(prediction)
+    if missing.any() and sc.extend and tolerated("noop-refit-pass"):
+        label, labels, prediction = label[~missing], labels[~missing], prediction[~missing]
+    np.testing.assert_array_equal(np.maximum(label, -1), labels, err_msg=f"{where}: label (-1 or NA: none)")
+    model = run.model.eval()
+    parameter = next(model.parameters())
+    x = dataset.dataset.tensors[0]  # type: ignore[attr-defined]
+    with torch.no_grad():
+        logits = model(x.to(parameter.dtype)).double().numpy()
+    if missing.any() and sc.extend and "noop-refit-pass" in _TOLERATED:
+        logits = logits[~missing]
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > (5e-2 if sc.precision == "bf16-mixed" else 1e-5)  # no near-tie to round away
+    np.testing.assert_array_equal(
+        prediction[clear], logits.argmax(axis=1)[clear], err_msg=f"{where}: prediction of the final model"
+    )
 
 
 def check_dynamics(
@@ -846,3 +891,18 @@ def test_combine_of_one_run_equals_its_table_when_a_sampler_repeats_samples(tmp_
         tmp_path,
         tolerate=all_open_but("combine-vs-table-repeats"),
     )
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN["skip-not-listed"])
+def test_a_validation_skipped_after_a_mid_epoch_checkpoint_is_listed(tmp_path: Path) -> None:
+    # checkpoint at step 2 of 4; the validation at batch 2 (val_check_interval=2) follows it and crashes
+    sc = Scenario(
+        n_train=16, batch_size=4, epochs=2, val_sizes=(4,), val_check_interval=2, crash=Crash(1, "steps", 2, "val")
+    )
+    check_scenario(sc, tmp_path, tolerate=all_open_but("skip-not-listed"))
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN["noop-refit-pass"])
+def test_a_refit_with_nothing_left_to_train_keeps_the_fit_end_pass(tmp_path: Path) -> None:
+    sc = Scenario(n_train=8, batch_size=4, val_sizes=(7,), val_batch=2, limit_val=2, epochs=2, max_steps=3, extend=1)
+    check_scenario(sc, tmp_path, tolerate=all_open_but("noop-refit-pass"))
