@@ -58,6 +58,8 @@ from torch.utils.data import DataLoader
 
 from lightning_difficulty import ConfusionScore, DifficultyReport, IndexedDataset, TrainingDynamics
 from lightning_difficulty.cli import main as cli_main
+from lightning_difficulty.functional.confusion import softmax_entropy
+from lightning_difficulty.functional.dynamics import logit_margin
 from tests.fuzz_recorder import (
     CrashAt,
     Dump,
@@ -848,6 +850,37 @@ def test_fuzz_long(sc: Scenario, tmp_path: Path, request: pytest.FixtureRequest)
     if "fuzz" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the long fuzz profile runs with `pytest -m fuzz`")
     check_scenario(sc, _fresh(tmp_path), tolerate=frozenset(OPEN))
+
+
+def _scaled_entropy(logits: torch.Tensor) -> torch.Tensor:
+    return softmax_entropy(logits) * (1 + 1e-4)
+
+
+def _shifted_margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return logit_margin(logits, target) + 1e-4
+
+
+def _hard_correct(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(logits.shape[0], dtype=logits.dtype)  # never correct: forgetting and never_learned change
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "wrong"),
+    [
+        ("lightning_difficulty.callbacks.confusion", "softmax_entropy", _scaled_entropy),
+        ("lightning_difficulty.functional.dynamics", "logit_margin", _shifted_margin),
+        ("lightning_difficulty.functional.dynamics", "is_correct", _hard_correct),
+    ],
+    ids=["entropy-1e-4-relative", "margin-plus-1e-4", "never-correct"],
+)
+def test_the_fuzzer_catches_a_small_error_in_a_measure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, name: str, wrong: Callable[..., Any]
+) -> None:
+    """The oracles are not vacuous: a resumed run whose measure is off by 1e-4 (or wrong outright) fails."""
+    monkeypatch.setattr(f"{module}.{name}", wrong)
+    sc = Scenario(n_train=12, batch_size=4, epochs=3, val_sizes=(5,), crash=Crash(5, "epoch"))
+    with pytest.raises(AssertionError):
+        check_scenario(sc, tmp_path, tolerate=frozenset(OPEN))
 
 
 # ------------------------------------------------------------------------------------------------
