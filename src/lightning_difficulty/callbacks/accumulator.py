@@ -48,6 +48,7 @@ from lightning_difficulty.data import Batch, BatchKeys, class_targets, unpack_ba
 from lightning_difficulty.logits import LogitsTap, as_class_logits, check_logits, no_logits_error
 from lightning_difficulty.pipeline.capture import CaptureRequest, FitEndArrays
 from lightning_difficulty.pipeline.splits import (
+    dataset_labels,
     fit_has_validation,
     split_loader,
     split_name,
@@ -534,11 +535,11 @@ class PerSampleAccumulator(DifficultyCallback):
             )
         acc.replayed = None
         count, labels = count[:n], labels[:n]
-        self._check_predicted_classes(split, epoch, predicted, labels)
         seen = count > 0
         means = {name: np.where(seen, sums[i] / np.maximum(count, 1), np.nan) for i, name in enumerate(self.values)}
         self.fold(acc.states, means, seen)
         acc.labels[labels >= 0] = labels[labels >= 0]
+        self._check_predicted_classes(trainer, split, epoch, predicted, acc.labels)
         scalars = {name: float(v[seen].mean()) if seen.any() else float("nan") for name, v in means.items()}
         scalars.update(self.state_scalars(acc.states))
         acc.epoch_scalars[epoch] = scalars
@@ -567,12 +568,20 @@ class PerSampleAccumulator(DifficultyCallback):
         """Where Lightning skipped or replayed part of the run (resumes), as ``summary.json["history"]`` lists it."""
         return [dict(entry) for entry in self._history]
 
-    def _check_predicted_classes(self, split: str, epoch: int, predicted: np.ndarray, labels: np.ndarray) -> None:
-        """Refuse, at the first epoch end, a captured output whose argmax mostly names classes no label uses: a
-        ``forward`` that returns features (the head applied in the step) would be scored as logits."""
+    def _check_predicted_classes(
+        self, trainer: pl.Trainer, split: str, epoch: int, predicted: np.ndarray, labels: np.ndarray
+    ) -> None:
+        """Refuse, at the first training epoch end that knows every label, a captured output whose argmax mostly
+        names classes no label uses: a ``forward`` that returns features (the head applied in the step) would be
+        scored as logits. The labels are the dataset's when they are cheap to read, else those seen so far (the
+        check waits until every sample was seen: a cut epoch may hold fewer classes than the model predicts)."""
         # the training split only: a validation run may be cut (limit_val_batches) to fewer classes than the model
         if split != "train" or split in self._classes_checked or self.num_classes is not None:
             return
+        known = dataset_labels(getattr(split_loader(trainer, split), "dataset", None))
+        if known is None and (labels < 0).any():
+            return  # some labels not seen yet: checked again at the next epoch end
+        labels = known if known is not None else labels
         self._classes_checked.add(split)
         classes = int(labels.max()) + 1 if labels.size else 0
         total = int(predicted.sum())
