@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, example, given, reject, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import event as _event
 from hypothesis import note as _note
 from hypothesis import strategies as st
@@ -94,9 +94,6 @@ OPEN: dict[str, str] = {
     "noop-refit-pass": "issue 19: `fit` called again with nothing left to train (max_steps already reached) runs "
     "the report's fit-end pass without the validation loaders: `prediction` is NaN and `label` -1 for every "
     "validation row the training-time measures never saw (e.g. beyond limit_val_batches)",
-    "foreign-class-refusal": "issue 19 (class 6 fix): the check 'predictions outside the classes the labels use' "
-    "still refuses a real 4-class model after the first training epoch when the training batches of that epoch "
-    "(limit_train_batches) hold fewer classes than the model predicts (labels seen, not the dataset's labels)",
     "combine-vs-table-repeats": "issue 19 (req. 2): with a sampler that presents a sample twice in one epoch, the "
     "table's confusion averages the two entropies while the record keeps the mean probability vector, so `combine` "
     "of one run differs from its table",
@@ -784,12 +781,6 @@ def check_scenario(sc: Scenario, root: Path, *, tolerate: frozenset[str] = froze
         except RefusedError as refusal:
             event("refused before the first training step")
             assert len(str(refusal)) > 40, f"a refusal must say what is wrong and how to fix it: {refusal}"
-        except ValueError as err:
-            if not ("classes no label uses" in str(err) and tolerated("foreign-class-refusal")):
-                raise
-            if currently_in_test_context():
-                reject()  # the run stopped mid-training: nothing more to check
-            pytest.skip(f"blocked by an open class: {OPEN['foreign-class-refusal']}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -950,8 +941,8 @@ def test_a_refit_with_nothing_left_to_train_keeps_the_fit_end_pass(tmp_path: Pat
     check_scenario(sc, tmp_path, tolerate=all_open_but("noop-refit-pass"))
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN["foreign-class-refusal"])
 def test_a_real_four_class_model_is_not_refused_on_a_limited_training_epoch(tmp_path: Path) -> None:
-    # one training batch of labels 0-2 (limit_train_batches=1); the untrained 4-class model predicts class 3 there
+    # one training batch of labels 0-2 (limit_train_batches=1); the untrained 4-class model predicts class 3 there:
+    # the classes check reads the dataset's labels (fixed; was an open class)
     sc = Scenario(n_train=8, num_classes=4, batch_size=3, limit_train=1, lr=0.0, seed=3, epochs=1, val_sizes=())
-    check_scenario(sc, tmp_path, tolerate=all_open_but("foreign-class-refusal"))
+    check_scenario(sc, tmp_path)
