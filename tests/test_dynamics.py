@@ -3,9 +3,7 @@ references and hand-computed traces; plus the noise injection and metrics of exa
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -43,6 +41,7 @@ from lightning_difficulty.functional.dynamics import (
     precision_at_k,
     self_confidence_score,
 )
+from tests.helpers import load_example
 
 NEG_INF = float("-inf")
 
@@ -349,12 +348,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "label_noise.py"
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("label_noise_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example(EXAMPLE, "label_noise_example")
 
 
 @pytest.mark.parametrize("pair", [False, True])

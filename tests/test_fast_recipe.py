@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from lightning_difficulty.demo.fast_cifar import (
     whitening_filters,
 )
 from lightning_difficulty.pipeline.capture import ActivationReducer, top_level_blocks
-from tests.helpers import trainer_kwargs
+from tests.helpers import load_example, trainer_kwargs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cifar10.py"
 
@@ -171,11 +169,7 @@ def test_projected_layer_stays_float32_under_bf16_autocast() -> None:
 
 
 def test_cifar10_example_defaults_to_the_fast_recipe_on_all_images() -> None:
-    spec = importlib.util.spec_from_file_location("cifar10_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = example
-    spec.loader.exec_module(example)
+    example = load_example(EXAMPLE, "cifar10_example")
     fast = example.parse_args(["--data-dir", "."])
     assert (fast.model, fast.train_subset, fast.epochs, fast.width, fast.batch_size) == ("fast", None, 10, 32, 512)
     assert isinstance(example.build_model(fast)[0], FastCifarModule)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,24 +12,17 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import load_example
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "groupdro_retrain.py"
 TRAIN, VAL = 200, 100
 TINY = ["--epochs", "2", "--train-subset", str(TRAIN), "--test-subset", str(VAL), "--width", "4"]
 
 
-def _load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("groupdro_retrain", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
     threads, level = torch.get_num_threads(), logging.getLogger("lightning.pytorch").level
-    yield _load_example()
+    yield load_example(EXAMPLE, "groupdro_retrain")
     torch.set_num_threads(threads)  # main() sets the thread count and quiets Lightning for the process
     logging.getLogger("lightning.pytorch").setLevel(level)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import logging
 import math
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +20,7 @@ import torch
 
 from lightning_difficulty import IndexedDataset, groups_from_run, read_scores
 from lightning_difficulty.demo.datasets import ArrayDataset
+from tests.helpers import load_example
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "spurious.py"
 TRAIN = 160
@@ -43,19 +42,10 @@ TINY = [
 ]
 
 
-def _load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("spurious_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def example() -> Iterator[ModuleType]:
     threads, level = torch.get_num_threads(), logging.getLogger("lightning.pytorch").level
-    yield _load_example()
+    yield load_example(EXAMPLE, "spurious_example")
     torch.set_num_threads(threads)  # main() sets the thread count and quiets Lightning for the process
     logging.getLogger("lightning.pytorch").setLevel(level)
 
