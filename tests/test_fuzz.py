@@ -19,7 +19,7 @@ the run's own table), the epoch counts, per-epoch means and ``history`` of ``sum
 folder must hold no table that its records contradict. The other acceptable outcome is a refusal before the
 first training step, with an error that says what is wrong. Anything else fails.
 
-Profiles: ``fuzz-fixed`` (derandomized: the explicit examples, each a failure class found, plus 15 drawn ones;
+Profiles: ``fuzz-fixed`` (derandomized: the explicit examples, each a failure class found, plus 10 drawn ones;
 no shrinking) and ``fuzz-ddp`` (one DDP example) run in ``make test``; ``fuzz-long`` (200 random examples with
 shrinking, and 20 DDP ones) runs with ``pytest -m fuzz tests/test_fuzz.py``. ``FUZZ_EXAMPLES`` and
 ``FUZZ_DDP_EXAMPLES`` override the long counts; ``HYPOTHESIS_PROFILE`` picks another registered profile for the
@@ -104,7 +104,7 @@ OPEN: dict[str, str] = {
 settings.register_profile(
     "fuzz-fixed",
     derandomize=True,
-    max_examples=15,
+    max_examples=10,
     phases=[Phase.explicit, Phase.generate],  # a failure in `make test` is reported as drawn (shrink: -m fuzz)
     deadline=None,
     database=None,
