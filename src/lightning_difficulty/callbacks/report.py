@@ -40,7 +40,7 @@ from lightning_difficulty.pipeline.capture import (
 )
 from lightning_difficulty.pipeline.compose import BASE_COLUMNS, compose_table, summarise_split
 from lightning_difficulty.pipeline.progress import Progress, Stages
-from lightning_difficulty.pipeline.splits import dataset_labels, split_loader
+from lightning_difficulty.pipeline.splits import dataset_labels, fit_has_validation, split_loader
 from lightning_difficulty.storage.atomic import write_json
 from lightning_difficulty.storage.outputs import REPORT_FILES, RunOutputs
 
@@ -316,6 +316,9 @@ class DifficultyReport(ReportComposer):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, cache: Path, skipped: list[str]
     ) -> FitEndArrays:
         plan = self._plan
+        if trainer.val_dataloaders is None and fit_has_validation(trainer):
+            # a fit that trained nothing (max_steps already reached) never loaded its validation loaders
+            trainer.fit_loop.epoch_loop.val_loop.setup_data()
         try:
             return run_capture(trainer, pl_module, plan, cache)
         except Exception as err:  # layers or inputs the pass cannot store: keep what every table needs
