@@ -87,10 +87,6 @@ DDP_TIMEOUT = 60
 DYNAMICS = ("dm_confidence", "dm_variability", "dm_correctness", "aum", "el2n")
 
 OPEN: dict[str, str] = {
-    "skip-not-listed": "issue 19 (req. 2): Lightning skips the validation that follows a checkpoint taken at a "
-    "training batch end also inside an epoch (val_check_interval) and with check_val_every_n_epoch=None, but "
-    'summary["history"] lists skipped validations only for checkpoints at the last batch of an epoch with '
-    "epoch-based validation (_note_skipped_validation returns early when check_val_every_n_epoch is None)",
     "combine-vs-table-repeats": "issue 19 (req. 2): with a sampler that presents a sample twice in one epoch, the "
     "table's confusion averages the two entropies while the record keeps the mean probability vector, so `combine` "
     "of one run differs from its table",
@@ -588,10 +584,6 @@ def check_history(summary: dict[str, Any], run: Run, sc: Scenario) -> None:
     listed = {(e["event"], e["split"], int(e["epoch"])) for e in summary.get("history", [])}
     expected = {("replayed", "train", epoch) for epoch in run.history.replayed_epochs()}
     expected |= {("skipped", split, epoch) for split, epoch in run.skipped}
-    step_based = sc.val_check_interval is not None or not sc.check_val_every
-    unlisted = {entry for entry in expected - listed if entry[0] == "skipped"}
-    if unlisted and step_based and tolerated("skip-not-listed"):
-        expected -= unlisted
     assert listed == expected, f"{run.label}: summary history {sorted(listed)} != {sorted(expected)}"
 
 
@@ -918,13 +910,12 @@ def test_combine_of_one_run_equals_its_table_when_a_sampler_repeats_samples(tmp_
     )
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN["skip-not-listed"])
 def test_a_validation_skipped_after_a_mid_epoch_checkpoint_is_listed(tmp_path: Path) -> None:
     # checkpoint at step 2 of 4; the validation at batch 2 (val_check_interval=2) follows it and crashes
     sc = Scenario(
         n_train=16, batch_size=4, epochs=2, val_sizes=(4,), val_check_interval=2, crash=Crash(1, "steps", 2, "val")
     )
-    check_scenario(sc, tmp_path, tolerate=all_open_but("skip-not-listed"))
+    check_scenario(sc, tmp_path)  # fixed (was an open class): the history follows Lightning's validation schedule
 
 
 def test_a_refit_with_nothing_left_to_train_keeps_the_fit_end_pass(tmp_path: Path) -> None:

@@ -307,8 +307,11 @@ class PerSampleAccumulator(DifficultyCallback):
         for split, acc in list(self._accumulators.items()):  # restored from a checkpoint
             self._check_size(trainer, split, acc.num_samples, "the checkpoint's state")
             acc.to(pl_module.device)
-            if split == "train":
+            if split == "train" and acc.open_epoch is not None:  # a checkpoint taken at a training batch's end
+                epoch, last_batch = acc.open_epoch, acc.open_epoch != trainer.current_epoch
                 self._finish_restored_epoch(trainer)
+                if _validation_was_due(trainer, epoch, last_batch=last_batch):
+                    self._note_skipped_validation(trainer, epoch)
         if not self._restored and self._records_root is not None and trainer.is_global_zero:
             # a fresh fit: no epochs of other runs, of any split (this fit may not score a split the last one did)
             for folder in sorted(self._records_root.glob("*/")):
@@ -316,8 +319,7 @@ class PerSampleAccumulator(DifficultyCallback):
         trainer.strategy.barrier()
 
     def _note_skipped_validation(self, trainer: pl.Trainer, epoch: int) -> None:
-        every = trainer.check_val_every_n_epoch
-        if "val" not in self.splits or not every or (epoch + 1) % every or not fit_has_validation(trainer):
+        if "val" not in self.splits or not fit_has_validation(trainer):
             return
         if trainer.val_dataloaders is None:  # not loaded yet: noted for every loader when validation starts
             self._pending_skips.append(epoch)
@@ -369,9 +371,8 @@ class PerSampleAccumulator(DifficultyCallback):
         acc = self._accumulators.get("train")
         if acc is None or acc.open_epoch is None or acc.open_epoch == trainer.current_epoch:
             return
-        epoch, acc.replayed = acc.open_epoch, None
+        acc.replayed = None
         self._finish_epoch(trainer, "train")
-        self._note_skipped_validation(trainer, epoch)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -782,9 +783,23 @@ FOREIGN_PREDICTIONS = 0.5
 
 
 _SKIPPED = (
-    "resumed from a checkpoint taken at the last training batch of epoch {epoch}: Lightning does not run the "
-    "validation that follows it, so this split counts one validation run fewer"
+    "resumed from a checkpoint taken at a training batch of epoch {epoch} that a validation run was due to follow: "
+    "Lightning does not run it, so this split counts one validation run fewer"
 )
+
+
+def _validation_was_due(trainer: pl.Trainer, epoch: int, *, last_batch: bool) -> bool:
+    """Whether Lightning's schedule (``check_val_every_n_epoch``, ``val_check_interval``) ran a validation after the
+    training batch a restored checkpoint was taken at: on resume Lightning continues after that batch, without it."""
+    every = trainer.check_val_every_n_epoch
+    if every is not None and (epoch + 1) % every:
+        return False
+    per_batches = trainer.val_check_batch
+    if per_batches is None or per_batches == float("inf"):
+        return last_batch
+    progress = trainer.fit_loop.epoch_loop.batch_progress  # restored: the batch the checkpoint was taken at
+    iteration = (progress.total.ready if every is None else progress.current.ready) - 1
+    return (iteration + 1) % int(per_batches) == 0
 
 
 def curve_key(name: str, split: str) -> str:
