@@ -447,9 +447,20 @@ def epoch_means(presentations: list[Presentation], num_samples: int, num_classes
         by_run.setdefault(p.run, []).append(p)
     out: dict[int, EpochMeans] = {}
     for ordinal, run in enumerate(sorted(by_run)):
-        index = np.concatenate([p.index for p in by_run[run]])
-        target = np.concatenate([p.target for p in by_run[run]])
-        z = np.concatenate([p.logits for p in by_run[run]])
+        # a sample presented again in one epoch on one process counts with its first presentation (the package's
+        # convention for samplers that repeat; DDP padding puts a duplicate on another process: both count)
+        kept, seen_rows = [], set()
+        for p in by_run[run]:
+            first = np.zeros(len(p.index), dtype=bool)
+            for row, i in enumerate(p.index.tolist()):
+                if (p.rank, i) not in seen_rows:
+                    seen_rows.add((p.rank, i))
+                    first[row] = True
+            if first.any():
+                kept.append(replace(p, index=p.index[first], target=p.target[first], logits=p.logits[first]))
+        index = np.concatenate([p.index for p in kept])
+        target = np.concatenate([p.target for p in kept])
+        z = np.concatenate([p.logits for p in kept])
         probs = _softmax(z)
         rows = np.arange(len(index))
         target = np.where(target >= 0, target, 0)

@@ -86,11 +86,7 @@ DIM = 5
 DDP_TIMEOUT = 60
 DYNAMICS = ("dm_confidence", "dm_variability", "dm_correctness", "aum", "el2n")
 
-OPEN: dict[str, str] = {
-    "combine-vs-table-repeats": "issue 19 (req. 2): with a sampler that presents a sample twice in one epoch, the "
-    "table's confusion averages the two entropies while the record keeps the mean probability vector, so `combine` "
-    "of one run differs from its table",
-}
+OPEN: dict[str, str] = {}
 """Failure classes the fuzzer found that are not fixed yet: the drawn examples tolerate exactly these deviations
 (nothing else), and each has a strict xfail test below that flips when it is fixed. Remove the entry then."""
 
@@ -709,11 +705,6 @@ def check_table_agrees(
     """Requirement 2: ``combine`` of one run equals its table (where the record is exact)."""
     own = _floats(_column(table, split, "confusion"))
     differ = ~np.isclose(own, combined, rtol=1e-5, atol=2e-6, equal_nan=True)
-    repeated = np.zeros_like(differ)
-    for e in epochs.values():
-        repeated |= e.presentations > 1
-    if differ.any() and not (differ & ~repeated).any() and tolerated("combine-vs-table-repeats"):
-        return
     assert not differ.any(), (
         f"{where}: combine of the run differs from its table on split {split!r} at {np.flatnonzero(differ)[:8]}: "
         f"table {own[differ][:4]}, combine {combined[differ][:4]}"
@@ -901,13 +892,9 @@ def _setup_broadcasts(root: Path, monkeypatch: pytest.MonkeyPatch, *, rank_zero:
     return len(broadcasts)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN["combine-vs-table-repeats"])
 def test_combine_of_one_run_equals_its_table_when_a_sampler_repeats_samples(tmp_path: Path) -> None:
-    check_scenario(
-        Scenario(n_train=8, batch_size=4, sampler="repeat", epochs=2, val_sizes=()),
-        tmp_path,
-        tolerate=all_open_but("combine-vs-table-repeats"),
-    )
+    # fixed (was an open class): a sample's later presentations in one epoch are left out of table and records
+    check_scenario(Scenario(n_train=8, batch_size=4, sampler="repeat", epochs=2, val_sizes=()), tmp_path)
 
 
 def test_a_validation_skipped_after_a_mid_epoch_checkpoint_is_listed(tmp_path: Path) -> None:

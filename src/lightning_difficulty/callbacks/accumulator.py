@@ -111,9 +111,15 @@ class SplitAccumulator:
         """Slot of replayed presentations (see :attr:`replayed`)."""
         return self.num_samples + 2
 
+    @property
+    def repeat(self) -> int:
+        """Slot of a sample's later presentations in one epoch on this process (a sampler that repeats it): the
+        table and the records alike keep its first presentation."""
+        return self.num_samples + 3
+
     def reset_epoch(self) -> None:
-        # three extra slots route rows without a per-batch device sync (out_of_range, skipped, replay)
-        n, dev = self.num_samples + 3, self.device
+        # four extra slots route rows without a per-batch device sync (out_of_range, skipped, replay, repeat)
+        n, dev = self.num_samples + 4, self.device
         self.sums = torch.zeros((len(self.values), n), dtype=torch.float64, device=dev)  # one row per value
         self.predicted = torch.zeros(self.num_classes, dtype=torch.int64, device=dev)  # argmax counts per class
         self.count = torch.zeros(n, dtype=torch.int64, device=dev)
@@ -136,7 +142,10 @@ class SplitAccumulator:
             index = torch.where(counted, index, self.skipped)
         if self.replayed is not None:
             index = torch.where(self.replayed[index], self.replay, index)
-        return index
+        rows = torch.arange(index.shape[0], device=index.device)
+        first_row = torch.full_like(self.count, index.shape[0]).scatter_reduce_(0, index, rows, reduce="amin")
+        again = (first_row[index] != rows) | (self.count[index] > 0)  # earlier in this batch, or in this epoch
+        return torch.where(again & (index < self.num_samples), self.repeat, index)
 
     def add(self, slots: Tensor, batch_values: dict[str, Tensor], targets: Tensor, logits: Tensor) -> None:
         """Add one batch's values at the slots given by :meth:`route`."""
@@ -743,7 +752,7 @@ class PerSampleAccumulator(DifficultyCallback):
                         acc.sums[i].copy_(saved["sums"][name])
                     acc.count.copy_(count)
                     acc.epoch_labels.copy_(saved["epoch_labels"])
-                acc.replayed = torch.cat([count[: acc.num_samples] > 0, torch.zeros(3, dtype=torch.bool)])
+                acc.replayed = torch.cat([count[: acc.num_samples] > 0, torch.zeros(4, dtype=torch.bool)])
                 self._restore_log(split, acc, saved.get("log_rows", []))
             elif acc.recorder is not None:
                 acc.recorder.keep_only(None)
