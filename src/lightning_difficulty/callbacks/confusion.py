@@ -24,8 +24,9 @@ class ConfusionScore(PerSampleAccumulator):
     Reads the training (and validation) forward passes: one softmax and one ``index_add`` per batch, no
     extra forward. Sanity-check batches never count. A sample presented again in one epoch on one process (a
     sampler that repeats it) counts with its first presentation, in the table and the records alike; a
-    ``DistributedSampler`` padding duplicate on another process counts once with the mean of the two entropies. Scores are keyed by dataset index, so batches must
-    carry it (see :class:`~lightning_difficulty.IndexedDataset`). A single-logit binary model is scored
+    ``DistributedSampler`` padding duplicate on another process counts once with the mean of the two
+    entropies. Scores are keyed by dataset index, so batches must carry it (see
+    :class:`~lightning_difficulty.IndexedDataset`). A single-logit binary model is scored
     with the two-class entropy of ``sigmoid``.
 
     Args:

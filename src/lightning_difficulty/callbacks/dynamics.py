@@ -29,9 +29,10 @@ class TrainingDynamics(PerSampleAccumulator):
     """Per-sample training dynamics over the training forward passes (train mode, the logits of the loss).
 
     Columns (one row per sample; an epoch counts a sample's first presentation on each process, and a padding
-    duplicate on another process is averaged with it): ``dm_confidence``, ``dm_variability`` (ddof 0), ``dm_correctness`` and ``dm_region``
-    (Swayamdipta et al. 2020); ``forgetting`` and ``never_learned`` (Toneva et al. 2019); ``aum`` (Pleiss et al.
-    2020, lower = more likely mislabelled); ``el2n`` at the last epoch the sample was seen (Paul et al. 2021).
+    duplicate on another process is averaged with it): ``dm_confidence``, ``dm_variability`` (ddof 0),
+    ``dm_correctness`` and ``dm_region`` (Swayamdipta et al. 2020); ``forgetting`` and ``never_learned``
+    (Toneva et al. 2019); ``aum`` (Pleiss et al. 2020, lower = more likely mislabelled); ``el2n`` at the last
+    epoch the sample was seen (Paul et al. 2021).
 
     Example::
 
