@@ -86,7 +86,12 @@ DIM = 5
 DDP_TIMEOUT = 60
 DYNAMICS = ("dm_confidence", "dm_variability", "dm_correctness", "aum", "el2n")
 
-OPEN: dict[str, str] = {}
+OPEN: dict[str, str] = {
+    "ddp-padding-combine": "issue 19 (req. 2): under DDP, a DistributedSampler padding duplicate that runs on "
+    "another rank at a later step (the last, shorter batch) has other logits than the first presentation: the "
+    "table averages the two entropies, the record their probability vectors, so `combine` of one run differs "
+    "from its table (found by the long DDP profile, 2026-12-07)",
+}
 """Failure classes the fuzzer found that are not fixed yet: the drawn examples tolerate exactly these deviations
 (nothing else), and each has a strict xfail test below that flips when it is fixed. Remove the entry then."""
 
@@ -890,6 +895,12 @@ def _setup_broadcasts(root: Path, monkeypatch: pytest.MonkeyPatch, *, rank_zero:
         patch.setattr(type(strategy), "is_global_zero", property(lambda self: rank_zero))
         DifficultyReport(grid_per_class=0).setup(trainer, FuzzNet(DIM, 3, 0.1), "fit")
     return len(broadcasts)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN["ddp-padding-combine"])
+def test_combine_equals_the_table_when_a_ddp_padding_duplicate_runs_at_a_later_step(tmp_path: Path) -> None:
+    sc = Scenario(n_train=9, num_classes=2, batch_size=2, val_sizes=(), epochs=1, ddp=True, record="probs")
+    check_scenario(sc, tmp_path, tolerate=all_open_but("ddp-padding-combine"))
 
 
 def test_combine_of_one_run_equals_its_table_when_a_sampler_repeats_samples(tmp_path: Path) -> None:
